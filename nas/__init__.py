@@ -1,0 +1,1 @@
+"""Neural architecture search for tiny MNIST CNNs: spec -> builder -> trainer -> search."""

@@ -1,0 +1,120 @@
+"""Benchmark: one training epoch through the engine against the classic loop, in one run.
+
+The classic loop is what the reference networks' notebooks run: torchvision's ``MNIST`` dataset
+with per-image PIL ``transforms`` (the recipe's augmentation, ``ToTensor``, ``Normalize``), a
+``DataLoader`` with ``num_workers=2`` and shuffling, and the loss read with ``.item()`` every
+step. Both train the same network with the same recipe (same batch size) on the same 60,000
+images; only the time of one epoch is compared.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nas.builder import build_model
+from nas.data import MEAN, OFFICIAL_FILES, STD, Splits, find_file
+from nas.engine import make_optimizer, train_epoch
+from nas.spec import ArchSpec, Recipe
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    engine_seconds: float
+    dataloader_seconds: float
+    device: str
+
+    @property
+    def speedup(self) -> float:
+        return self.dataloader_seconds / self.engine_seconds
+
+    def summary(self) -> str:
+        return (f"speedup {self.speedup:.2f}x (engine {self.engine_seconds:.1f} s, "
+                f"dataloader {self.dataloader_seconds:.1f} s, {self.device})")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _warm_up(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch_size: int, device: torch.device) -> None:
+    """A few steps on random data, so one-time set-up (CUDA context, kernel choice) is not timed."""
+    x = torch.randn(batch_size, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.nll_loss(model(x), y).backward()
+        optimizer.step()
+    _sync(device)
+
+
+def time_engine_epoch(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device, seed: int = 0) -> float:
+    torch.manual_seed(seed)
+    data = data.to(device)
+    model = build_model(arch).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    generator = torch.Generator(device).manual_seed(seed)
+    _warm_up(model, optimizer, recipe.batch_size, device)
+    start = time.perf_counter()
+    train_epoch(model, optimizer, recipe, data.train_images, data.train_labels, generator).item()
+    return time.perf_counter() - start
+
+
+def torchvision_root(data_dir: Path, workdir: Path) -> Path:
+    """A folder laid out as torchvision's ``MNIST`` expects (``MNIST/raw``, uncompressed)."""
+    raw = workdir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in OFFICIAL_FILES:
+        source = find_file(data_dir, name)
+        opener = gzip.open if source.suffix == ".gz" else open
+        with opener(source, "rb") as src, open(raw / name, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return workdir
+
+
+def time_dataloader_epoch(arch: ArchSpec, recipe: Recipe, data_dir: Path, device: torch.device, seed: int = 0,
+                          num_workers: int = 2) -> float:
+    from torchvision import datasets, transforms
+
+    steps = []
+    if recipe.rotation:
+        steps.append(transforms.RandomRotation(recipe.rotation))
+    if recipe.translate:
+        steps.append(transforms.RandomAffine(0, translate=(recipe.translate, recipe.translate)))
+    steps += [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
+    torch.manual_seed(seed)
+    model = build_model(arch).to(device)
+    optimizer = make_optimizer(model, recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = datasets.MNIST(str(torchvision_root(data_dir, Path(tmp))), train=True,
+                                 transform=transforms.Compose(steps))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True,
+                                             num_workers=num_workers, pin_memory=device.type == "cuda")
+        model.train()
+        _warm_up(model, optimizer, recipe.batch_size, device)
+        start = time.perf_counter()
+        running = 0.0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = F.nll_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+        _sync(device)
+        return time.perf_counter() - start
+
+
+def run_bench(arch: ArchSpec, recipe: Recipe, data: Splits, data_dir: Path, device: torch.device) -> BenchResult:
+    """Time one epoch through each path, engine first; the data set is the same 60,000 images."""
+    engine = time_engine_epoch(arch, recipe, data, device)
+    dataloader = time_dataloader_epoch(arch, recipe, data_dir, device)
+    return BenchResult(engine, dataloader, str(device))

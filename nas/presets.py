@@ -1,0 +1,23 @@
+"""The reference networks users build by hand, shipped as spec files in ``nas/presets/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.spec import Candidate, load_spec_file
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def preset_path(name: str) -> Path:
+    if name not in preset_names():
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())} (see nas-show --list)")
+    return PRESETS_DIR / f"{name}.json"
+
+
+def load_preset(name: str) -> Candidate:
+    return load_spec_file(preset_path(name))

@@ -1,0 +1,311 @@
+"""Search spaces: a YAML data file of distributions, and the one function that samples from it.
+
+The file gives a distribution (or a fixed value) for each *role* below; :meth:`SearchSpace.sample`
+walks the conv-block / transition / GAP-head family, asks the trial for each role at each
+position it is needed (``channels`` becomes ``s1_c1_ch``, ``s1_c2_ch``, ...) and returns a
+:class:`Candidate`. It is the only code that calls ``trial.suggest_*``.
+
+Buildability is guaranteed by construction: a 3x3 conv may be unpadded (``padding`` is asked)
+only where the map would still be large enough for every max-pool and the head after it;
+elsewhere it is padded. :meth:`SearchSpace.from_file` refuses files that break the family.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from nas.spec import ArchSpec, Candidate, Layer, Recipe, bn, conv, dropout, gap, leaky_relu, linear, maxpool, relu
+
+ARCH_ROLES: dict[str, str] = {
+    "stages": "number of conv blocks (a transition between consecutive blocks)",
+    "convs": "3x3 convs in block i (s{i}_convs)",
+    "channels": "output channels of conv j in block i (s{i}_c{j}_ch)",
+    "padding": "padding of conv j in block i, 0 or 1 (s{i}_c{j}_pad); asked only where 0 fits",
+    "batchnorm": "BatchNorm after conv j in block i (s{i}_c{j}_bn)",
+    "conv_dropout": "dropout after conv j in block i (s{i}_c{j}_drop); asked unless dropout is none",
+    "conv_bias": "bias on the 3x3 convs",
+    "activation": "relu or leaky_relu, after every conv but the head's",
+    "leaky_slope": "negative slope of leaky_relu",
+    "order": "relu_bn (conv, act, BN) or bn_relu (conv, BN, act)",
+    "dropout": "none, dropout (element-wise) or dropout2d (whole channels)",
+    "dropout_rate": "rate of every dropout layer",
+    "transition_order": "pool_conv (max-pool then 1x1 conv) or conv_pool",
+    "transition_channels": "output channels of the 1x1 conv of transition i (t{i}_ch)",
+    "transition_act": "activation after the transition's 1x1 conv",
+    "transition_bn": "BatchNorm after the transition's 1x1 conv",
+    "transition_dropout": "dropout after the transition's 1x1 conv",
+    "transition_bias": "bias on the transition's 1x1 conv",
+    "pool_bn": "BatchNorm right after the transition's max-pool",
+    "pool_dropout": "dropout right after the transition's max-pool",
+    "head": "gap_linear, gap_conv1x1, conv1x1_gap or conv3x3_gap (the conv or linear layer outputs 10)",
+    "head_pool": "a max-pool between the last block and the head",
+    "head_bias": "bias on the head's conv or linear layer",
+}
+RECIPE_ROLES: dict[str, str] = {
+    "optimizer": "sgd, adam or adamw",
+    "lr_sgd": "learning rate with sgd (peak rate for onecycle)",
+    "lr_adam": "learning rate with adam and adamw (peak rate for onecycle)",
+    "momentum": "SGD momentum",
+    "nesterov": "SGD Nesterov momentum",
+    "weight_decay": "weight decay",
+    "batch_size": "batch size",
+    "schedule": "none, step, multistep, onecycle or cosine",
+    "step_size": "epochs between decays (step)",
+    "gamma": "decay factor (step, multistep)",
+    "milestone_1": "first decay epoch (multistep)",
+    "milestone_2": "second decay epoch (multistep)",
+    "rotation": "random rotation, +- degrees",
+    "translate": "random translation, +- fraction of the image side",
+    "label_smoothing": "label smoothing",
+    "epochs": "training epochs (nas-search --epochs overrides)",
+}
+# Roles whose values are names, and the names they accept.
+ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
+    "activation": ("relu", "leaky_relu"),
+    "order": ("relu_bn", "bn_relu"),
+    "dropout": ("none", "dropout", "dropout2d"),
+    "transition_order": ("pool_conv", "conv_pool"),
+    "head": ("gap_linear", "gap_conv1x1", "conv1x1_gap", "conv3x3_gap"),
+    "padding": (0, 1),
+    "optimizer": ("sgd", "adam", "adamw"),
+    "schedule": ("none", "step", "multistep", "onecycle", "cosine"),
+}
+IN_CHANNELS, IN_SIZE, CLASSES = 1, 28, 10
+
+Entry = BaseDistribution | Any  # a distribution, or a fixed value
+
+
+def parse_entry(role: str, raw: Any) -> Entry:
+    """Turn one YAML entry into an optuna distribution, or keep it as a fixed value."""
+    if not isinstance(raw, dict):
+        entry = raw
+    elif set(raw) == {"choices"}:
+        if not isinstance(raw["choices"], list) or not raw["choices"]:
+            raise ValueError(f"{role}: choices must be a non-empty list")
+        entry = CategoricalDistribution(raw["choices"])
+    elif {"low", "high"} <= set(raw) <= {"low", "high", "step", "log"}:
+        bounds = [raw["low"], raw["high"]] + ([raw["step"]] if "step" in raw else [])
+        is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+        try:
+            if is_int:
+                entry = IntDistribution(raw["low"], raw["high"], log=raw.get("log", False), step=raw.get("step", 1))
+            else:
+                entry = FloatDistribution(raw["low"], raw["high"], log=raw.get("log", False), step=raw.get("step"))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{role}: {e}") from None
+    else:
+        raise ValueError(f"{role}: expected {{choices: [...]}}, {{low: L, high: H[, step: S][, log: true]}} "
+                         f"or a plain value, got {raw!r}")
+    allowed = ALLOWED_VALUES.get(role)
+    if allowed is not None:
+        values = entry.choices if isinstance(entry, CategoricalDistribution) else (entry,)
+        bad = [v for v in values if v not in allowed]
+        if bad or isinstance(entry, (IntDistribution, FloatDistribution)):
+            raise ValueError(f"{role}: values must be among {list(allowed)}, got {bad or raw}")
+    return entry
+
+
+def values_of(entry: Entry) -> list[Any]:
+    """Every value an entry can take (numeric ranges: their two ends)."""
+    if isinstance(entry, CategoricalDistribution):
+        return list(entry.choices)
+    if isinstance(entry, (IntDistribution, FloatDistribution)):
+        return [entry.low, entry.high]
+    return [entry]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    arch: dict[str, Entry]
+    recipe: dict[str, Entry]
+    references: dict[str, dict[str, Any]]
+    digest: str  # identifies the distributions (not comments or references)
+    path: str = ""
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SearchSpace:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ValueError(f"cannot read search space {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"search space {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        try:
+            return cls.from_dict(data, path=str(path))
+        except ValueError as e:
+            raise ValueError(f"search space {path}: {e}") from None
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "") -> SearchSpace:
+        if not isinstance(data, dict) or not {"arch", "recipe"} <= set(data):
+            raise ValueError("needs top-level keys 'arch' and 'recipe' (and optionally 'name', 'references')")
+        unknown = set(data) - {"name", "arch", "recipe", "references"}
+        if unknown:
+            raise ValueError(f"unknown top-level key {sorted(unknown)[0]!r}")
+        sections = {}
+        for section, roles in (("arch", ARCH_ROLES), ("recipe", RECIPE_ROLES)):
+            raw = data[section]
+            if not isinstance(raw, dict):
+                raise ValueError(f"'{section}' must be a mapping of role: distribution")
+            unknown = set(raw) - set(roles)
+            missing = set(roles) - set(raw)
+            if unknown:
+                raise ValueError(f"{section}: unknown role {sorted(unknown)[0]!r}; known: {', '.join(roles)}")
+            if missing:
+                raise ValueError(f"{section}: missing role {sorted(missing)[0]!r} ({roles[sorted(missing)[0]]})")
+            sections[section] = {role: parse_entry(role, raw[role]) for role in roles}
+        references = data.get("references") or {}
+        if not isinstance(references, dict) or not all(isinstance(v, dict) for v in references.values()):
+            raise ValueError("'references' must map a preset name to its parameter assignment")
+        canonical = json.dumps({"arch": data["arch"], "recipe": data["recipe"]}, sort_keys=True, default=str)
+        space = cls(str(data.get("name") or Path(path).stem or "space"), sections["arch"], sections["recipe"],
+                    references, hashlib.sha1(canonical.encode()).hexdigest()[:12], path)
+        space._check_family()
+        return space
+
+    def _check_family(self) -> None:
+        """Refuse spaces whose family could produce an unbuildable network."""
+        a = self.arch
+        for role in ("stages", "convs", "channels", "transition_channels"):
+            if min(values_of(a[role])) < 1:
+                raise ValueError(f"{role} must be at least 1")
+        max_pools = max(values_of(a["stages"])) - 1 + int(True in values_of(a["head_pool"]))
+        head_need = 3 if "conv3x3_gap" in values_of(a["head"]) else 1
+        if IN_SIZE < head_need * 2**max_pools:
+            raise ValueError(f"up to {max_pools} max-pools{' and a 3x3 head' if head_need == 3 else ''} "
+                             f"do not fit a {IN_SIZE}x{IN_SIZE} image; allow fewer stages")
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> Candidate:
+        """Sample one candidate (architecture and recipe) by asking ``trial`` for each choice."""
+        return Candidate(self._sample_arch(trial), self._sample_recipe(trial))
+
+    def _ask(self, trial: optuna.trial.BaseTrial, section: dict[str, Entry], role: str, name: str | None = None) -> Any:
+        entry = section[role]
+        name = name or role
+        if isinstance(entry, CategoricalDistribution):
+            return trial.suggest_categorical(name, entry.choices)
+        if isinstance(entry, IntDistribution):
+            return trial.suggest_int(name, entry.low, entry.high, step=entry.step, log=entry.log)
+        if isinstance(entry, FloatDistribution):
+            return trial.suggest_float(name, entry.low, entry.high, step=entry.step, log=entry.log)
+        return entry
+
+    def _sample_arch(self, trial: optuna.trial.BaseTrial) -> ArchSpec:
+        def ask(role: str, name: str | None = None) -> Any:
+            return self._ask(trial, self.arch, role, name)
+
+        activation = ask("activation")
+        act = relu() if activation == "relu" else leaky_relu(ask("leaky_slope"))
+        bn_first = ask("order") == "bn_relu"
+        drop_kind = ask("dropout")
+        drop = None if drop_kind == "none" else dropout(ask("dropout_rate"), channels=drop_kind == "dropout2d")
+        conv_bias = ask("conv_bias")
+        n_stages = ask("stages")
+        head = ask("head")
+        head_pool = ask("head_pool")
+        if n_stages > 1:
+            t_order, t_act, t_bn, t_bias, pool_bn = (ask(r) for r in (
+                "transition_order", "transition_act", "transition_bn", "transition_bias", "pool_bn"))
+            t_drop = drop is not None and ask("transition_dropout")
+            pool_drop = drop is not None and ask("pool_dropout")
+
+        def unit(c: Layer, with_act: bool, with_bn: bool, with_drop: bool) -> list[Layer]:
+            norm = [bn()] if with_bn else []
+            a = [act] if with_act else []
+            return [c, *(norm + a if bn_first else a + norm), *([drop] if with_drop else [])]
+
+        layers: list[Layer] = []
+        size = IN_SIZE
+        for i in range(1, n_stages + 1):
+            # Size this block must keep so every later max-pool and the head still fit.
+            pools_after = (n_stages - i) + int(head_pool)
+            need = (3 if head == "conv3x3_gap" else 1) * 2**pools_after
+            for j in range(1, ask("convs", f"s{i}_convs") + 1):
+                p = f"s{i}_c{j}_"
+                out = ask("channels", p + "ch")
+                pad = ask("padding", p + "pad") if size - 2 >= need else 1
+                size -= 2 * (1 - pad)
+                with_bn = ask("batchnorm", p + "bn")
+                with_drop = drop is not None and ask("conv_dropout", p + "drop")
+                layers += unit(conv(out, 3, pad, conv_bias), True, with_bn, with_drop)
+            if i < n_stages:
+                pool = [maxpool(), *([bn()] if pool_bn else []), *([drop] if pool_drop else [])]
+                one_by_one = unit(conv(ask("transition_channels", f"t{i}_ch"), 1, 0, t_bias), t_act, t_bn, t_drop)
+                layers += pool + one_by_one if t_order == "pool_conv" else one_by_one + pool
+                size //= 2
+        if head_pool:
+            layers.append(maxpool())
+        head_bias = ask("head_bias")
+        layers += {
+            "gap_linear": lambda: [gap(), linear(CLASSES, head_bias)],
+            "gap_conv1x1": lambda: [gap(), conv(CLASSES, 1, 0, head_bias)],
+            "conv1x1_gap": lambda: [conv(CLASSES, 1, 0, head_bias), gap()],
+            "conv3x3_gap": lambda: [conv(CLASSES, 3, 0, head_bias), gap()],
+        }[head]()
+        return ArchSpec(tuple(layers), IN_CHANNELS, IN_SIZE, CLASSES)
+
+    def _sample_recipe(self, trial: optuna.trial.BaseTrial) -> Recipe:
+        def ask(role: str) -> Any:
+            return self._ask(trial, self.recipe, role)
+
+        optimizer = ask("optimizer")
+        fields: dict[str, Any] = {"optimizer": optimizer}
+        if optimizer == "sgd":
+            fields.update(lr=ask("lr_sgd"), momentum=ask("momentum"), nesterov=ask("nesterov"))
+        else:
+            fields.update(lr=ask("lr_adam"))
+        fields.update(weight_decay=ask("weight_decay"), batch_size=ask("batch_size"), schedule=ask("schedule"))
+        if fields["schedule"] == "step":
+            fields.update(step_size=ask("step_size"), gamma=ask("gamma"))
+        elif fields["schedule"] == "multistep":
+            fields.update(milestones=(ask("milestone_1"), ask("milestone_2")), gamma=ask("gamma"))
+        fields.update(rotation=float(ask("rotation")), translate=float(ask("translate")),
+                      label_smoothing=float(ask("label_smoothing")), epochs=ask("epochs"))
+        return Recipe(**fields)
+
+    def reference(self, name: str) -> Candidate:
+        """The candidate the space's parameter assignment for reference ``name`` builds."""
+        if name not in self.references:
+            raise ValueError(f"search space {self.name} has no reference {name!r}")
+        return replace(self.sample(optuna.trial.FixedTrial(self.references[name])), name=name)
+
+
+def audit(space: SearchSpace, samples: int, seed: int = 0, budget: int = 20_000) -> dict[str, Any]:
+    """Sample ``samples`` candidates at random (no training) and summarize them against the budget.
+
+    ``failed`` counts specs the builder refuses; a correct space has none.
+    """
+    import statistics
+
+    from nas.builder import plan
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    built, failures = [], []  # (params, flops) of each buildable sample; builder errors
+    for _ in range(samples):
+        trial = study.ask()
+        try:
+            infos = plan(space.sample(trial).arch)
+        except ValueError as e:
+            failures.append(str(e))
+        else:
+            built.append((sum(i.params for i in infos), sum(i.flops for i in infos)))
+        study.tell(trial, 0.0)
+    accepted = [(p, f) for p, f in built if p < budget]
+
+    def spread(values: list[int]) -> dict[str, float] | None:
+        return {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else None
+
+    return {"space": space.name, "budget": budget, "sampled": samples, "accepted": len(accepted),
+            "rejected": len(built) - len(accepted), "failed": len(failures),
+            "params": spread([p for p, _ in accepted]), "flops": spread([f for _, f in accepted]),
+            "first_failure": failures[0] if failures else None}

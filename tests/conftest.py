@@ -1,0 +1,60 @@
+"""Shared fixtures: small IDX files made here, so unit tests need no downloaded data."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.data import IMAGE_MAGIC, LABEL_MAGIC
+
+REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable stand-ins for digits: class c is a bright 7x7 square at a place of its own, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(n, 28, 28))
+    for i, c in enumerate(labels):
+        r, col = 3 + 8 * (c // 4), 3 + 6 * (c % 4)
+        images[i, r:r + 7, col:col + 7] = 255
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_mnist(folder: Path, n_train: int = 1000, n_test: int = 300, gz: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    train, test = synthetic_digits(n_train, 1), synthetic_digits(n_test, 2)
+    for prefix, (images, labels) in (("train", train), ("t10k", test)):
+        for name, array, magic in ((f"{prefix}-images-idx3-ubyte", images, IMAGE_MAGIC),
+                                   (f"{prefix}-labels-idx1-ubyte", labels, LABEL_MAGIC)):
+            data = idx_bytes(array, magic)
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture
+def tiny_mnist_dir(tmp_path: Path) -> Path:
+    return write_mnist(tmp_path / "mnist")
+
+
+@pytest.fixture
+def real_mnist_dir() -> Path:
+    if not (REAL_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {REAL_MNIST}")
+    return REAL_MNIST
+
+
+REPO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "mnist_20k.yaml"
+SPACE_FILES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))

@@ -1,0 +1,107 @@
+"""End-to-end: the installed commands, as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO_SPACE, write_mnist
+
+
+def command(name):
+    """The installed console script beside this Python (the venv need not be activated)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def run(*args, ok=True, cwd=None):
+    proc = subprocess.run([command(args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert proc.stdout == "" or "Traceback" not in proc.stdout
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name", ["ref-19970", "ref-10066", "ref-19712", "ref-19750", "ref-18520"])
+def test_show_json_gives_each_preset_its_count(name):
+    out = json.loads(run("nas-show", "--preset", name, "--json").stdout)
+    assert out["name"] == name and out["params"] == int(name[4:]) and out["flops"] > 1_000_000
+
+
+def test_show_table_has_layers_and_totals():
+    out = run("nas-show", "--preset", "ref-19712").stdout
+    assert "conv 3x3 16->32 (no bias)" in out and "32x22x22" in out
+    assert "total: 19,712 parameters, 4,591,514 FLOPs per image (fvcore" in out
+
+
+def test_show_list_and_spec_file(tmp_path):
+    assert run("nas-show", "--list").stdout.count("ref-") == 5
+    spec = tmp_path / "mine.json"
+    spec.write_text(json.dumps({"arch": {"layers": [{"op": "conv", "out": 10}, {"op": "gap"}]}}))
+    out = json.loads(run("nas-show", "--spec", str(spec), "--json").stdout)
+    assert out["name"] == "mine" and out["params"] == 100
+
+
+def test_space_audit_json():
+    out = json.loads(run("nas-show", "--space", str(REPO_SPACE), "--sample", "200", "--seed", "0", "--json").stdout)
+    assert out["sampled"] == 200 and out["failed"] == 0 and out["accepted"] >= 100
+    assert out["accepted"] + out["rejected"] == 200
+    assert out["params"]["max"] < 20_000 and out["flops"]["min"] > 0
+
+
+def test_bad_input_is_one_line_and_non_zero(tmp_path):
+    assert_one_line_error(run("nas-show", "--preset", "ref-1", ok=False), "nas-show: error: unknown preset")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"arch": {"layers": [{"op": "conv", "out": -3}, {"op": "gap"}]}}))
+    assert_one_line_error(run("nas-show", "--spec", str(bad), ok=False), "layer 0: conv: channel count must be")
+    bad.write_text(json.dumps({"arch": {"layers": [{"op": "conv", "out": 16}, {"op": "gap"}]}}))
+    assert_one_line_error(run("nas-show", "--spec", str(bad), ok=False), "must end in 10 class scores")
+    assert_one_line_error(run("nas-show", "--space", str(tmp_path / "none.yaml"), ok=False), "cannot read search space")
+
+
+def test_train_errors(tmp_path):
+    assert_one_line_error(run("nas-train", "--preset", "ref-10066", "--data-dir", str(tmp_path / "nowhere"), ok=False),
+                          "does not exist")
+    folder = write_mnist(tmp_path / "m")
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    assert_one_line_error(run("nas-train", "--preset", "ref-10066", "--data-dir", str(folder), ok=False),
+                          "train-images-idx3-ubyte.gz", "corrupt or truncated")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run("nas-train", "--preset", "ref-10066", "--device", "cuda", ok=False),
+                              "no CUDA GPU is visible")
+
+
+def test_train_on_real_mnist_subset_is_reproducible(real_mnist_dir):
+    args = ["nas-train", "--preset", "ref-10066", "--epochs", "1", "--subset", "2000", "--holdout", "1000",
+            "--data-dir", str(real_mnist_dir), "--seed", "7", "--json"]
+    first = json.loads(run(*args).stdout)
+    second = json.loads(run(*args).stdout)
+    assert first["params"] == 10066 and first["epochs"] == 1 and first["device"] == "cpu"
+    assert 0.5 < first["test_acc"] <= 1 and first["val_acc"] is not None
+    assert first["test_acc"] == second["test_acc"] and first["train_loss"] == second["train_loss"]
+
+
+def test_train_prints_epoch_lines_and_the_final_figure(real_mnist_dir):
+    out = run("nas-train", "--preset", "ref-19970", "--epochs", "2", "--subset", "1000", "--batch-size", "100",
+              "--data-dir", str(real_mnist_dir)).stdout
+    assert "epoch  1/2  loss" in out and "epoch  2/2  loss" in out and "test acc" in out
+    assert "final (epoch 2): test acc" in out
+
+
+def test_bench_needs_data_dir():
+    env_free = {k: v for k, v in os.environ.items() if k != "NAS_DATA_DIR"}
+    proc = subprocess.run([command("nas-bench"), "--device", "cpu"], capture_output=True, text=True, env=env_free)
+    assert_one_line_error(proc, "nas-bench needs --data-dir")

@@ -1,0 +1,93 @@
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nas.data import load_mnist, make_splits
+from nas.engine import make_scheduler, random_affine, resolve_device, train
+from nas.spec import ArchSpec, Recipe, bn, conv, gap, linear, maxpool, relu
+
+SMALL = ArchSpec((conv(8), relu(), bn(), maxpool(), conv(16), relu(), bn(), maxpool(), conv(10, k=1), gap()))
+FAST = Recipe(lr=0.05, batch_size=64, epochs=2)
+
+
+@pytest.fixture
+def splits(tiny_mnist_dir):
+    return make_splits(load_mnist(tiny_mnist_dir, verify=False), holdout=200, seed=0)
+
+
+def test_a_real_tiny_training_run_learns(splits):
+    seen = []
+    result = train(SMALL, FAST, splits, "cpu", seed=0, on_epoch=seen.append)
+    assert [m.epoch for m in seen] == [1, 2]
+    assert seen[1].train_loss < seen[0].train_loss
+    assert result.val_acc > 0.9 and result.test_acc > 0.9
+    assert result.stopped is None and len(result.epoch_seconds) == 2 and all(s > 0 for s in result.epoch_seconds)
+    assert seen[0].test_acc is None  # the test set is only evaluated at the end unless asked
+
+
+def test_same_seed_same_result_other_seed_differs(splits):
+    recipe = replace(FAST, epochs=1, rotation=10.0, translate=0.1)
+    a = train(SMALL, recipe, splits, "cpu", seed=5)
+    b = train(SMALL, recipe, splits, "cpu", seed=5)
+    c = train(SMALL, recipe, splits, "cpu", seed=6)
+    assert a.epochs[0].train_loss == b.epochs[0].train_loss and a.test_acc == b.test_acc
+    assert c.epochs[0].train_loss != a.epochs[0].train_loss
+
+
+def test_the_callback_can_stop_training(splits):
+    result = train(SMALL, replace(FAST, epochs=5), splits, "cpu", on_epoch=lambda m: m.epoch == 2)
+    assert len(result.epochs) == 2 and "stopped by the caller after epoch 2" in result.stopped
+    assert result.test_acc is not None  # still reported, for the last epoch run
+
+
+def test_non_finite_loss_stops_with_a_reason(splits):
+    no_bn = ArchSpec((conv(8), relu(), conv(16), relu(), gap(), linear(10)))
+    result = train(no_bn, Recipe(lr=1e12, momentum=0.0, epochs=4, batch_size=32), splits, "cpu")
+    assert not math.isfinite(result.epochs[-1].train_loss)
+    assert result.stopped and "training loss became" in result.stopped and "try a lower learning rate" in result.stopped
+    assert len(result.epochs) == 1
+
+
+def test_augmentation_draws_per_image_parameters():
+    image = torch.zeros(1, 1, 28, 28)
+    image[..., 4:24, 12:16] = 1.0
+    batch = image.repeat(8, 1, 1, 1)
+    out = random_affine(batch, 15.0, 0.1, torch.Generator().manual_seed(0))
+    assert out.shape == batch.shape
+    distinct = {tuple(o.flatten().round(decimals=4).tolist()) for o in out}
+    assert len(distinct) == 8  # every image moved its own way
+    assert out.min() >= 0 and out.max() <= 1 and out[:, :, 0, 0].abs().max() < 1e-6  # background stays black
+    same = random_affine(batch, 0.0, 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(same, batch, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule, extra, per_batch", [
+    ("none", {}, False), ("step", {"step_size": 2}, False), ("multistep", {"milestones": (1, 2)}, False),
+    ("onecycle", {}, True), ("cosine", {}, True),
+])
+def test_every_schedule_trains(splits, schedule, extra, per_batch):
+    recipe = replace(FAST, schedule=schedule, **extra)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr)
+    sched, stepped_per_batch = make_scheduler(opt, recipe, steps_per_epoch=10)
+    assert (sched is None) == (schedule == "none") and stepped_per_batch == per_batch
+    result = train(SMALL, replace(recipe, epochs=2), splits, "cpu")
+    assert result.stopped is None and math.isfinite(result.epochs[-1].train_loss)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adaptive_optimizers_and_label_smoothing(splits, optimizer):
+    recipe = Recipe(optimizer=optimizer, lr=1e-2, batch_size=32, epochs=2, label_smoothing=0.1, weight_decay=1e-4)
+    assert train(SMALL, recipe, splits, "cpu").test_acc > 0.5
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+            resolve_device("cuda")
