@@ -268,3 +268,179 @@ def bench(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--data-dir", metavar="DIR", default=None, help="folder with the four MNIST files")
     return run_cli("nas-bench", bench_main, parser, argv)
+
+
+# ---------------------------------------------------------------- nas-search
+
+def trial_line(t) -> str:
+    a = t.user_attrs
+    head = f"#{t.number:4d} "
+    tag = a.get("reference", "")
+    if "rejected" in a:
+        return head + f"rejected  params {a['params']:>6,}  ({a['rejected']})"
+    if "val_acc" not in a:
+        return head + f"{t.state.name:<9} {a.get('error', '')}"
+    state = "reused" if "duplicate_of" in a else t.state.name
+    if "duplicate_of" in a:
+        tag = f"= #{a['duplicate_of']} {tag}".strip()
+    epochs = f"{a['epochs_run']}/{a['spec']['recipe']['epochs']}"
+    return (head + f"{state:<9} params {a['params']:>6,}  val {a['val_acc']:.2%}  epochs {epochs:>5}  "
+            f"{sum(a['epoch_seconds']):6.0f} s  {tag}").rstrip()
+
+
+def search_main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nas.search import SearchConfig, best_trials, candidate_of, run_search, trials_table
+
+    config = SearchConfig(
+        space=str(resolve_space_path(args.space)), storage=args.storage, study=args.study, budget=args.budget,
+        epochs=args.epochs, trials=args.trials, timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
+        jobs=args.jobs, seed=args.seed, device=args.device, data_dir=args.data_dir, subset=args.subset,
+        holdout=args.holdout, objectives=tuple(args.objectives.split(",")), references=not args.no_references)
+    bar = tqdm(total=config.trials, desc="trained", unit="trial", disable=None, file=sys.stderr)
+    best = {"val": None}
+
+    def on_start(study, new, run_id) -> None:
+        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        what = (f"new, {len(study.get_trials(deepcopy=False))} references enqueued" if new
+                else f"resumed, {done} trials so far")
+        bar.write(f"study {study.study_name!r} ({what}) in {config.storage}")
+        bar.write(f"space {config.space} | budget < {config.budget:,} params | up to {config.epochs} epochs | "
+                  f"objectives {','.join(config.objectives)} | sampler {config.sampler}, pruner {config.pruner_name} | "
+                  f"validation {config.holdout:,} held out of the training images"
+                  + (f", training subset {config.subset:,}" if config.subset else "")
+                  + f" | jobs {config.jobs} | device {config.device} | seed {config.seed} | run {run_id}")
+
+    def on_finished(t) -> None:
+        bar.write(trial_line(t))
+        if t.user_attrs.get("trained"):
+            bar.update(1)
+        if t.state.name == "COMPLETE" and "val_acc" in t.user_attrs and "rejected" not in t.user_attrs:
+            if best["val"] is None or t.user_attrs["val_acc"] > best["val"]:
+                best["val"] = t.user_attrs["val_acc"]
+                bar.set_postfix_str(f"best val {best['val']:.2%}")
+
+    summary = run_search(config, on_finished=on_finished, on_start=on_start)
+    bar.close()
+    c = summary.counts
+    print(f"\nthis run: trained {c['trained']} ({c['complete']} complete, {c['pruned']} pruned), "
+          f"rejected {c['rejected']} over budget (never trained), reused {c['duplicates']} duplicates, "
+          f"failed {c['failed']}; {summary.seconds:.0f} s wall"
+          + ("" if summary.stopped == "trials" else f"; stopped: {summary.stopped}"))
+    import optuna
+
+    study = optuna.load_study(study_name=summary.study_name, storage=config.storage)
+    table = trials_table(study)
+    if not table.empty:
+        table = table.sort_values("val_acc", ascending=False).head(args.top)
+        print(f"\ntop {len(table)} trials by validation accuracy (test accuracy is reported, never used to select):")
+        print(table.to_string(index=False, formatters={"val_acc": "{:.2%}".format, "test_acc": "{:.2%}".format,
+                                                       "params": "{:,}".format, "flops": "{:,}".format}))
+    winners = best_trials(study)
+    if winners:
+        title = "Pareto front (accuracy vs " + ", ".join(config.objectives[1:]) + ")" if summary.multi_objective \
+            else "best trial"
+        print(f"\n{title}:")
+        for t in winners[: args.top]:
+            a, cand = t.user_attrs, candidate_of(t)
+            r = cand.recipe
+            print(f"  trial {t.number}{' (' + a['reference'] + ')' if a.get('reference') else ''}: "
+                  f"val {a['val_acc']:.2%}, test {a['test_acc']:.2%}, {a['params']:,} params, {a['flops']:,} FLOPs")
+            print(f"    arch   {cand.arch.key}")
+            print(f"    recipe {r.optimizer} lr {r.lr:.4g}, batch {r.batch_size}, schedule {r.schedule}, "
+                  f"rotation {r.rotation:g}, translate {r.translate:g}, label smoothing {r.label_smoothing:g}, "
+                  f"weight decay {r.weight_decay:g}")
+    print("\nnext:")
+    print(f"  optuna-dashboard {config.storage}")
+    print(f"  nas-export --storage {config.storage} --study {summary.study_name} --out best.pt"
+          + (f" --data-dir {config.data_dir}" if config.data_dir else ""))
+    return 0
+
+
+def search(argv: list[str] | None = None) -> int:
+    from nas.search import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+
+    parser = argparse.ArgumentParser(prog="nas-search", description="Search architectures and recipes under a "
+                                     "parameter budget with Optuna; every trial is stored (default SQLite).")
+    parser.add_argument("--space", default=DEFAULT_SPACE, help=f"search space file (default {DEFAULT_SPACE})")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--study", help="study name (default: the space's name); the same name resumes it")
+    parser.add_argument("--budget", type=int, default=20_000, help="candidates need fewer parameters (default 20000)")
+    parser.add_argument("--epochs", type=int, default=19, help="epochs per trial at most (default 19)")
+    parser.add_argument("--trials", type=int, default=200, help="candidates to train in this run (default 200)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this long")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe (seeded)")
+    parser.add_argument("--pruner", choices=PRUNERS, help="default median (none with several objectives)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
+    parser.add_argument("--holdout", type=int, default=10_000, help="validation images held out (default 10000)")
+    parser.add_argument("--objectives", default="accuracy",
+                        help="accuracy (default), or a Pareto search: accuracy,params / accuracy,flops")
+    parser.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
+    parser.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")
+    add_data_args(parser)
+    return run_cli("nas-search", search_main, parser, argv)
+
+
+# ---------------------------------------------------------------- nas-export
+
+def export_main(args: argparse.Namespace) -> int:
+    import optuna
+
+    from nas.data import load_mnist, make_splits
+    from nas.engine import resolve_device
+    from nas.export import export_candidate
+    from nas.search import best_trials, candidate_of, make_storage
+
+    storage = make_storage(args.storage)
+    names = optuna.get_all_study_names(storage)
+    name = args.study or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        raise ValueError(f"no study {name!r} in {args.storage}; studies there: {', '.join(names) or 'none'} (--study NAME)")
+    study = optuna.load_study(study_name=name, storage=storage)
+    if args.trial is not None:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial]
+        if not matches:
+            raise ValueError(f"study {name!r} has no trial {args.trial}")
+        trial = matches[0]
+    else:
+        winners = best_trials(study)
+        if not winners:
+            raise ValueError(f"study {name!r} has no completed feasible trial yet")
+        trial = winners[0]
+    candidate = candidate_of(trial)
+    device = resolve_device(args.device)
+    data = None if args.spec_only else make_splits(load_mnist(args.data_dir)).to(device)
+    seed = args.seed if args.seed is not None else trial.user_attrs.get("seed", 0)
+    epochs = args.epochs or candidate.recipe.epochs
+    print(f"trial {trial.number} of {name!r}: {trial.user_attrs.get('params', 0):,} params, "
+          f"val {trial.user_attrs.get('val_acc', float('nan')):.2%} in the search"
+          + ("" if args.spec_only else f"; training {epochs} epochs on all 60,000 images, seed {seed}, device {device}"))
+
+    def on_epoch(m) -> None:
+        print(f"epoch {m.epoch:2d}/{epochs}  loss {m.train_loss:.4f}  {m.seconds:.1f} s")
+
+    result = export_candidate(candidate, Path(args.out), data, str(device), seed, epochs,
+                              meta={"study": name, "trial": trial.number}, on_epoch=on_epoch)
+    print(f"spec:  {result.spec_path}")
+    if result.model_path:
+        print(f"model: {result.model_path} (final-epoch test acc {result.test_acc:.2%}); "
+              "load it with nas.export.load_model")
+    return 0
+
+
+def export(argv: list[str] | None = None) -> int:
+    from nas.search import DEFAULT_STORAGE
+
+    parser = argparse.ArgumentParser(prog="nas-export", description="Export a study's best trial (or --trial N): "
+                                     "its spec file, and a model file trained on all 60,000 images.")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--study", help="study name (default: the only study in the storage)")
+    parser.add_argument("--trial", type=int, help="trial number (default: the best feasible trial)")
+    parser.add_argument("--out", default="best.pt", help="model file; the spec goes beside it as .json")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--spec-only", action="store_true", help="write only the spec file, no training")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder with the four MNIST files")
+    parser.add_argument("--seed", type=int, help="default: the trial's seed")
+    return run_cli("nas-export", export_main, parser, argv)

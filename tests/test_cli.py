@@ -105,3 +105,20 @@ def test_bench_needs_data_dir():
     env_free = {k: v for k, v in os.environ.items() if k != "NAS_DATA_DIR"}
     proc = subprocess.run([command("nas-bench"), "--device", "cpu"], capture_output=True, text=True, env=env_free)
     assert_one_line_error(proc, "nas-bench needs --data-dir")
+
+
+def test_search_resume_and_export_end_to_end(real_mnist_dir, tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    common = ["--storage", storage, "--study", "e2e", "--epochs", "1", "--subset", "300", "--holdout", "500",
+              "--data-dir", str(real_mnist_dir), "--device", "cpu", "--seed", "0"]
+    out = run("nas-search", "--trials", "2", *common).stdout
+    assert "this run: trained 2" in out and "best trial:" in out
+    assert f"optuna-dashboard {storage}" in out and f"nas-export --storage {storage} --study e2e" in out
+    refused = run("nas-search", "--trials", "2", *common[:-4], "--budget", "8000", "--device", "cpu", "--seed", "0",
+                  ok=False)
+    assert_one_line_error(refused, "was created with --budget 20000, this run asks for --budget 8000")
+    model = tmp_path / "best.pt"
+    out = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(model), "--epochs", "1",
+              "--data-dir", str(real_mnist_dir), "--device", "cpu").stdout
+    assert "final-epoch test acc" in out and model.exists() and model.with_suffix(".json").exists()
+    assert_one_line_error(run("nas-export", "--storage", storage, "--study", "nope", ok=False), "no study 'nope'")
