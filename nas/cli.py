@@ -10,9 +10,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from nas.data import DataError
+
+if TYPE_CHECKING:
+    from nas.spec import Candidate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPACE = "search_spaces/mnist_20k.yaml"
@@ -46,7 +49,7 @@ def resolve_space_path(path: str) -> Path:
     return p
 
 
-def load_candidate(args: argparse.Namespace):
+def load_candidate(args: argparse.Namespace) -> "Candidate":
     from nas.presets import load_preset
     from nas.spec import load_spec_file
 
@@ -56,7 +59,7 @@ def load_candidate(args: argparse.Namespace):
     return candidate if candidate.name else replace(candidate, name=Path(args.spec).stem)
 
 
-def add_candidate_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_candidate_args(parser: argparse.ArgumentParser, required: bool = True) -> argparse._MutuallyExclusiveGroup:
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--preset", metavar="NAME", help="a reference network (see nas-show --list)")
     group.add_argument("--spec", metavar="FILE", help="a spec file (JSON: arch and recipe), e.g. nas/presets/ref-19712.json")
@@ -291,6 +294,7 @@ def trial_line(t) -> str:
 def search_main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from nas.engine import resolve_device
     from nas.search import SearchConfig, best_trials, candidate_of, run_search, trials_table
 
     config = SearchConfig(
@@ -310,7 +314,7 @@ def search_main(args: argparse.Namespace) -> int:
                   f"objectives {','.join(config.objectives)} | sampler {config.sampler}, pruner {config.pruner_name} | "
                   f"validation {config.holdout:,} held out of the training images"
                   + (f", training subset {config.subset:,}" if config.subset else "")
-                  + f" | jobs {config.jobs} | device {config.device} | seed {config.seed} | run {run_id}")
+                  + f" | jobs {config.jobs} | device {resolve_device(config.device)} | seed {config.seed} | run {run_id}")
 
     def on_finished(t) -> None:
         bar.write(trial_line(t))

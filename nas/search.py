@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import os
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.budget import DEFAULT_BUDGET, check_budget
@@ -123,8 +125,9 @@ def ask_lock(url: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def make_sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
-    seed = config.seed + 1000 * worker  # workers must not propose the same candidates
+def make_sampler(config: SearchConfig, worker: int = 0, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+    # Workers, and runs resuming a study, must not replay the same random proposals.
+    seed = config.seed + 1000 * worker + trials_before
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if config.sampler == "random":
@@ -139,7 +142,7 @@ def make_sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseS
 
 def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     if config.pruner_name == "median":
-        # The first trials (the references) run in full and set the bar; no verdict before epoch 3.
+        # The first trials (the references) run in full and set the bar; no verdict on epoch 1.
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     if config.pruner_name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=3)
@@ -228,7 +231,7 @@ class Worker:
             if config.multi_objective:  # Optuna keeps no intermediate values for several objectives
                 return False
             trial.report(m.val_acc, m.epoch)
-            return trial.should_prune()
+            return m.epoch < config.epochs and trial.should_prune()  # a finished run is complete
 
         result = train(candidate.arch, candidate.recipe, self.data, self.device, seed, on_epoch=on_epoch)
         last = result.epochs[-1]
@@ -319,21 +322,23 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> Iterator[No
         thread.join()
 
 
-def make_worker(config: SearchConfig, run_id: str, index: int, mnist: Any = None) -> Worker:
+def make_worker(config: SearchConfig, run_id: str, index: int, trials_before: int, mnist: Any = None) -> Worker:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_file(config.space)
     device = resolve_device(config.device)
+    if device.type == "cpu" and config.jobs > 1:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.jobs))
     storage = make_storage(config.storage)
     study = optuna.load_study(study_name=config.study or space.name, storage=storage,
-                              sampler=make_sampler(config, index), pruner=make_pruner(config))
+                              sampler=make_sampler(config, index, trials_before), pruner=make_pruner(config))
     mnist = mnist or load_mnist(config.data_dir, verify=config.verify_data)
     data = make_splits(mnist, config.holdout, config.subset, seed=config.seed).to(device)
     return Worker(config, run_id, study, space, data, str(device), storage, ask_lock(config.storage))
 
 
-def _worker_process(config: SearchConfig, run_id: str, index: int, deadline: float | None) -> None:
+def _worker_process(config: SearchConfig, run_id: str, index: int, trials_before: int, deadline: float | None) -> None:
     try:
-        make_worker(config, run_id, index).run(deadline)
+        make_worker(config, run_id, index, trials_before).run(deadline)
     except KeyboardInterrupt:  # the main process reports the interruption
         raise SystemExit(130) from None
 
@@ -385,18 +390,20 @@ def run_search(config: SearchConfig, on_finished: Callable[[FrozenTrial], None] 
         on_start(study, new, run_id)
     start = time.time()
     deadline = start + config.timeout if config.timeout else None
+    trials_before = len(study.get_trials(deepcopy=False))
     if config.jobs == 1:
-        stopped = make_worker(config, run_id, 0, mnist).run(deadline, on_finished)
+        stopped = make_worker(config, run_id, 0, trials_before, mnist).run(deadline, on_finished)
     else:
-        stopped = _run_processes(config, run_id, deadline, study, on_finished)
+        stopped = _run_processes(config, run_id, trials_before, deadline, study, on_finished)
     return SearchSummary(study.study_name, config.storage, new, run_id, stopped, time.time() - start,
                          run_counts(study, run_id), config.multi_objective)
 
 
-def _run_processes(config: SearchConfig, run_id: str, deadline: float | None, study: optuna.Study,
+def _run_processes(config: SearchConfig, run_id: str, trials_before: int, deadline: float | None, study: optuna.Study,
                    on_finished: Callable[[FrozenTrial], None] | None) -> str:
     context = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
-    processes = [context.Process(target=_worker_process, args=(config, run_id, i, deadline), daemon=True)
+    processes = [context.Process(target=_worker_process, args=(config, run_id, i, trials_before, deadline),
+                                 daemon=True)
                  for i in range(config.jobs)]
     for p in processes:
         p.start()

@@ -65,7 +65,7 @@ def test_resume_grows_the_same_study_and_refuses_other_settings(config):
     run_search(replace(config, trials=6))
     second = run_search(replace(config, trials=2))
     study = load(config)
-    assert not second.new_study
+    assert not second.new_study and second.counts["duplicates"] == 0  # a resumed run proposes anew
     assert sum(bool(t.user_attrs.get("trained")) for t in study.get_trials()) >= 8
     assert sum("reference" in t.user_attrs for t in study.get_trials()) == 5  # enqueued once
     before = len(study.get_trials())
@@ -146,3 +146,25 @@ def test_bad_storage_and_data_fail_before_any_write(config, tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         run_search(replace(config, data_dir=str(tmp_path / "nowhere")))
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_dead_workers_trial_is_retried_by_the_next_run(config, monkeypatch):
+    import time
+
+    from nas import search
+
+    monkeypatch.setattr(search, "HEARTBEAT_SECONDS", 1)  # stale after 4 s instead of 2 minutes
+    space = SearchSpace.from_file(REPO_SPACE)
+    storage = make_storage(config.storage)
+    study, _ = open_study(replace(config, references=False), space, storage)
+    study.enqueue_trial(space.references["ref-10066"], user_attrs={"reference": "ref-10066"})
+    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna expects optimize(); our loop beats itself
+        taken = study.ask()  # a worker took it, beat once, and was killed
+    storage.record_heartbeat(taken._trial_id)
+    time.sleep(5)
+    summary = run_search(replace(config, trials=1, references=False))
+    first, retry = load(config).get_trials()[:2]
+    assert first.state == TrialState.FAIL
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["params"] == 10066  # the same candidate
+    assert retry.user_attrs["reference"] == "ref-10066" and retry.user_attrs["trained"]
+    assert summary.counts["trained"] == 1
