@@ -434,14 +434,15 @@ def _run_processes(config: SearchConfig, run_id: str, trials_before: int, deadli
 
 # ---------------------------------------------------------------- results
 
-def trials_table(study: optuna.Study, trained_only: bool = True) -> Any:
-    """One row per trial: number, state, val/test accuracy, params, FLOPs, epochs, seconds, name."""
+def trials_table(study: optuna.Study) -> Any:
+    """One row per trained (or reused) trial: number, state, val/test accuracy, params, FLOPs, epochs,
+    seconds, name."""
     import pandas as pd
 
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        if trained_only and "val_acc" not in a:
+        if "val_acc" not in a:
             continue
         rows.append({"trial": t.number, "state": t.state.name, "val_acc": a.get("val_acc"),
                      "test_acc": a.get("test_acc"), "params": a.get("params"), "flops": a.get("flops"),
