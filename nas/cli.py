@@ -320,7 +320,7 @@ def search_main(args: argparse.Namespace) -> int:
         bar.write(trial_line(t))
         if t.user_attrs.get("trained"):
             bar.update(1)
-        if t.state.name == "COMPLETE" and "val_acc" in t.user_attrs and "rejected" not in t.user_attrs:
+        if t.state.name == "COMPLETE":
             if best["val"] is None or t.user_attrs["val_acc"] > best["val"]:
                 best["val"] = t.user_attrs["val_acc"]
                 bar.set_postfix_str(f"best val {best['val']:.2%}")

@@ -176,7 +176,7 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
     Same seed, same device and same data give the same result on the CPU.
     """
     device = torch.device(device)
-    data = data if data.device == device else data.to(device)
+    data = data.to(device)  # no copy when already there
     torch.manual_seed(seed)  # weights and dropout masks
     generator = torch.Generator(device).manual_seed(seed)  # order and augmentation
     model = build_model(arch).to(device, memory_format=torch.channels_last)

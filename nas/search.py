@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -322,7 +322,7 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> Iterator[No
         thread.join()
 
 
-def make_worker(config: SearchConfig, run_id: str, index: int, trials_before: int, mnist: Any = None) -> Worker:
+def make_worker(config: SearchConfig, run_id: str, index: int, trials_before: int, data: Splits | None = None) -> Worker:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.from_file(config.space)
     device = resolve_device(config.device)
@@ -331,9 +331,10 @@ def make_worker(config: SearchConfig, run_id: str, index: int, trials_before: in
     storage = make_storage(config.storage)
     study = optuna.load_study(study_name=config.study or space.name, storage=storage,
                               sampler=make_sampler(config, index, trials_before), pruner=make_pruner(config))
-    mnist = mnist or load_mnist(config.data_dir, verify=config.verify_data)
-    data = make_splits(mnist, config.holdout, config.subset, seed=config.seed).to(device)
-    return Worker(config, run_id, study, space, data, str(device), storage, ask_lock(config.storage))
+    if data is None:
+        data = make_splits(load_mnist(config.data_dir, verify=config.verify_data), config.holdout, config.subset,
+                           seed=config.seed)
+    return Worker(config, run_id, study, space, data.to(device), str(device), storage, ask_lock(config.storage))
 
 
 def _worker_process(config: SearchConfig, run_id: str, index: int, trials_before: int, deadline: float | None) -> None:
@@ -362,12 +363,13 @@ def run_counts(study: optuna.Study, run_id: str) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("run") != run_id or not t.state.is_finished():
             continue
-        counts["trained"] += bool(t.user_attrs.get("trained"))
+        trained = bool(t.user_attrs.get("trained"))
+        counts["trained"] += trained
+        counts["complete"] += trained and t.state == TrialState.COMPLETE
+        counts["pruned"] += trained and t.state == TrialState.PRUNED
         counts["rejected"] += "rejected" in t.user_attrs
         counts["duplicates"] += "duplicate_of" in t.user_attrs
         counts["failed"] += t.state == TrialState.FAIL
-        if t.user_attrs.get("trained"):
-            counts["complete" if t.state == TrialState.COMPLETE else "pruned"] += t.state != TrialState.FAIL
     return counts
 
 
@@ -379,10 +381,9 @@ def run_search(config: SearchConfig, on_finished: Callable[[FrozenTrial], None] 
     several jobs, the main process watches the storage and calls it).
     """
     space = SearchSpace.from_file(config.space)
-    config = SearchConfig(**{**asdict(config), "space": str(space.path)})
-    resolve_device(config.device)  # a wrong --device fails before the study is touched
-    mnist = load_mnist(config.data_dir, verify=config.verify_data)  # so do missing or corrupt data files
-    make_splits(mnist, config.holdout, config.subset, seed=config.seed)  # and impossible split sizes
+    resolve_device(config.device)  # a wrong --device fails before the study is touched,
+    data = make_splits(load_mnist(config.data_dir, verify=config.verify_data),  # so do bad data files
+                       config.holdout, config.subset, seed=config.seed)  # and impossible split sizes
     storage = make_storage(config.storage)
     study, new = open_study(config, space, storage)
     run_id = uuid.uuid4().hex[:12]
@@ -392,7 +393,7 @@ def run_search(config: SearchConfig, on_finished: Callable[[FrozenTrial], None] 
     deadline = start + config.timeout if config.timeout else None
     trials_before = len(study.get_trials(deepcopy=False))
     if config.jobs == 1:
-        stopped = make_worker(config, run_id, 0, trials_before, mnist).run(deadline, on_finished)
+        stopped = make_worker(config, run_id, 0, trials_before, data).run(deadline, on_finished)
     else:
         stopped = _run_processes(config, run_id, trials_before, deadline, study, on_finished)
     return SearchSummary(study.study_name, config.storage, new, run_id, stopped, time.time() - start,

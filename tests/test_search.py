@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.data import load_mnist, make_splits
+from nas.data import DataError, load_mnist, make_splits
 from nas.search import SearchConfig, Worker, best_trials, candidate_of, make_storage, open_study, run_search, trials_table
 from nas.space import SearchSpace
 
@@ -143,7 +143,7 @@ def test_bad_settings(config, change, message):
 def test_bad_storage_and_data_fail_before_any_write(config, tmp_path):
     with pytest.raises(ValueError, match="cannot open storage"):
         run_search(replace(config, storage="nosuchdb://x"))
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         run_search(replace(config, data_dir=str(tmp_path / "nowhere")))
     assert not (tmp_path / "s.db").exists()
 
