@@ -15,13 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from nas.builder import build_model
 from nas.data import MEAN, OFFICIAL_FILES, STD, Splits, find_file
-from nas.engine import make_optimizer, train_epoch
+from nas.engine import make_optimizer, resolve_precision, train_epoch
 from nas.spec import ArchSpec, Recipe
 
 
@@ -30,6 +31,7 @@ class BenchResult:
     engine_seconds: float
     dataloader_seconds: float
     device: str
+    precision: str = "fp32"  # of the engine's training steps; the classic loop is fp32
 
     @property
     def speedup(self) -> float:
@@ -37,7 +39,7 @@ class BenchResult:
 
     def summary(self) -> str:
         return (f"speedup {self.speedup:.2f}x (engine {self.engine_seconds:.1f} s, "
-                f"dataloader {self.dataloader_seconds:.1f} s, {self.device})")
+                f"dataloader {self.dataloader_seconds:.1f} s, {self.device}, engine {self.precision})")
 
 
 def _sync(device: torch.device) -> None:
@@ -56,15 +58,18 @@ def _warm_up(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch_siz
     _sync(device)
 
 
-def time_engine_epoch(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device, seed: int = 0) -> float:
+def time_engine_epoch(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device, seed: int = 0,
+                      precision: str = "auto", on_batch: Callable[[int], None] | None = None) -> float:
     torch.manual_seed(seed)
     data = data.to(device)
     model = build_model(arch).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     generator = torch.Generator(device).manual_seed(seed)
     _warm_up(model, optimizer, recipe.batch_size, device)
+    bf16 = resolve_precision(precision, device) == "bf16"
     start = time.perf_counter()
-    train_epoch(model, optimizer, recipe, data.train_images, data.train_labels, generator).item()
+    train_epoch(model, optimizer, recipe, data.train_images, data.train_labels, generator, on_batch=on_batch,
+                bf16=bf16).item()
     return time.perf_counter() - start
 
 
@@ -81,7 +86,8 @@ def torchvision_root(data_dir: Path, workdir: Path) -> Path:
 
 
 def time_dataloader_epoch(arch: ArchSpec, recipe: Recipe, data_dir: Path, device: torch.device, seed: int = 0,
-                          num_workers: int = 2) -> float:
+                          num_workers: int = 2, subset: int | None = None,
+                          on_batch: Callable[[int], None] | None = None) -> float:
     from torchvision import datasets, transforms
 
     steps = []
@@ -96,6 +102,8 @@ def time_dataloader_epoch(arch: ArchSpec, recipe: Recipe, data_dir: Path, device
     with tempfile.TemporaryDirectory() as tmp:
         dataset = datasets.MNIST(str(torchvision_root(data_dir, Path(tmp))), train=True,
                                  transform=transforms.Compose(steps))
+        if subset is not None:
+            dataset = torch.utils.data.Subset(dataset, range(subset))
         loader = torch.utils.data.DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True,
                                              num_workers=num_workers, pin_memory=device.type == "cuda")
         model.train()
@@ -109,12 +117,20 @@ def time_dataloader_epoch(arch: ArchSpec, recipe: Recipe, data_dir: Path, device
             loss.backward()
             optimizer.step()
             running += loss.item()
+            if on_batch is not None:
+                on_batch(len(y))
         _sync(device)
         return time.perf_counter() - start
 
 
-def run_bench(arch: ArchSpec, recipe: Recipe, data: Splits, data_dir: Path, device: torch.device) -> BenchResult:
-    """Time one epoch through each path, engine first; the data set is the same 60,000 images."""
-    engine = time_engine_epoch(arch, recipe, data, device)
-    dataloader = time_dataloader_epoch(arch, recipe, data_dir, device)
-    return BenchResult(engine, dataloader, str(device))
+def run_bench(arch: ArchSpec, recipe: Recipe, data: Splits, data_dir: Path, device: torch.device,
+              precision: str = "auto", on_batch: Callable[[str, int], None] | None = None) -> BenchResult:
+    """Time one epoch through each path, engine first, on the same training images (``data``'s: all
+    60,000, or the first N of them). ``on_batch(path, images)`` follows the progress."""
+    def progress(path: str) -> Callable[[int], None] | None:
+        return None if on_batch is None else (lambda n: on_batch(path, n))
+
+    subset = len(data.train_labels)
+    engine = time_engine_epoch(arch, recipe, data, device, precision=precision, on_batch=progress("engine"))
+    dataloader = time_dataloader_epoch(arch, recipe, data_dir, device, subset=subset, on_batch=progress("dataloader"))
+    return BenchResult(engine, dataloader, str(device), resolve_precision(precision, device))

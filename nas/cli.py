@@ -17,13 +17,17 @@ from nas.data import DataError
 if TYPE_CHECKING:
     from nas.spec import Candidate
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPACE = "search_spaces/mnist_20k.yaml"
-
-
 def fail(prog: str, message: str, code: int = 2) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+FLAGS = {"references": "--no-references", "settings": "--settings"}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a library parameter."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def run_cli(prog: str, main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
@@ -32,31 +36,35 @@ def run_cli(prog: str, main: Callable[[argparse.Namespace], int | None], parser:
     args = parser.parse_args(argv)
     import optuna
 
+    from nas.config import SettingError
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return main(args) or 0
+    except SettingError as e:
+        fail(prog, f"{flag(e.name)}: {e.message}")
     except (ValueError, DataError) as e:
         fail(prog, str(e))
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)
 
 
-def resolve_space_path(path: str) -> Path:
-    """The space file as given; the default one is also found from outside the repository."""
-    p = Path(path)
-    if not p.exists() and path == DEFAULT_SPACE and (REPO_ROOT / path).exists():
-        return REPO_ROOT / path
-    return p
+def space_path(path: str) -> Path:
+    """A space file as given; the default one is also found outside the repository (packaged)."""
+    from nas.config import DEFAULT_SPACE
+    from nas.search import default_space_path
+
+    return default_space_path() if path == DEFAULT_SPACE and not Path(path).exists() else Path(path)
 
 
 def load_candidate(args: argparse.Namespace) -> "Candidate":
     from nas.presets import load_preset
     from nas.spec import load_spec_file
 
-    if args.preset:
-        return load_preset(args.preset)
-    candidate = load_spec_file(args.spec)
-    return candidate if candidate.name else replace(candidate, name=Path(args.spec).stem)
+    if args.spec:  # before the preset: nas-bench has a default preset
+        candidate = load_spec_file(args.spec)
+        return candidate if candidate.name else replace(candidate, name=Path(args.spec).stem)
+    return load_preset(args.preset)
 
 
 def add_candidate_args(parser: argparse.ArgumentParser, required: bool = True) -> argparse._MutuallyExclusiveGroup:
@@ -133,7 +141,7 @@ def show_main(args: argparse.Namespace) -> int:
 def show_space(args: argparse.Namespace) -> int:
     from nas.space import SearchSpace, audit
 
-    space = SearchSpace.from_file(resolve_space_path(args.space))
+    space = SearchSpace.from_file(space_path(args.space))
     start = time.perf_counter()
     report = audit(space, args.sample, args.seed, args.budget)
     report["seconds"] = round(time.perf_counter() - start, 2)
@@ -168,73 +176,136 @@ def show(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------- nas-train
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
+def add_data_args(parser: argparse.ArgumentParser, subset: bool = True) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the four MNIST files, .gz or not "
                         "(default: $NAS_DATA_DIR, else download with torchvision)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, order, augmentation and split")
-    parser.add_argument("--subset", type=int, metavar="N", help="train on the first N training images (stratified)")
+    if subset:
+        parser.add_argument("--subset", type=int, metavar="N", help="train on the first N training images (stratified)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds takes seeds separated by commas (e.g. 0,1,2), got {text!r}") from None
+    if not seeds or len(seeds) > 100 or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds takes 1 to 100 different seeds >= 0, got {text!r}")
+    return seeds
 
 
 def train_main(args: argparse.Namespace) -> int:
+    import statistics
+
     from tqdm import tqdm
 
     from nas.builder import count_flops, count_params
     from nas.data import load_mnist, make_splits
-    from nas.engine import resolve_device, train
+    from nas.engine import resolve_device, resolve_precision, train
 
-    candidate = load_candidate(args)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
-                 if v is not None}
-    recipe = replace(candidate.recipe, **overrides)
+    if args.seeds is not None and args.seed is not None:
+        raise ValueError("give --seed N or --seeds A,B,..., not both")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed or 0]
+    study = trial = None
+    if args.trial is not None:
+        from nas.results import candidate_of, find_trial, open_study
+
+        study = open_study(args.storage, args.study)
+        trial = find_trial(study, args.trial)
+        candidate = replace(candidate_of(trial), name=f"{study.study_name} trial {trial.number}")
+    else:
+        if args.storage is not None or args.study is not None:
+            raise ValueError("--storage and --study go with --trial N (or --trial best)")
+        candidate = load_candidate(args)
+    recipe = candidate.recipe if args.epochs is None else candidate.recipe.compressed(check_epochs(args.epochs))
+    recipe = replace(recipe, **{k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None})
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
     params = count_params(candidate.arch)
-    data = make_splits(load_mnist(args.data_dir), args.holdout, args.subset, args.seed).to(device)
+    data = make_splits(load_mnist(args.data_dir), args.holdout, args.subset, seeds[0]).to(device)
     say = (lambda *a, **k: None) if args.json else print
     say(f"{candidate.name or 'spec'}: {params:,} parameters, {count_flops(candidate.arch):,} FLOPs | "
-        f"{recipe.optimizer} lr {recipe.lr:g}, batch {recipe.batch_size}, {recipe.epochs} epochs | "
-        f"data: {data.describe()} | device {device} | seed {args.seed}")
+        f"{recipe.optimizer} lr {recipe.lr:g}, batch {recipe.batch_size}, schedule {recipe.schedule}, "
+        f"{recipe.epochs} epochs | data: {data.describe()} | device {device}, {precision} | "
+        f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}")
     held_out = data.val_images is not None
-    bar = tqdm(total=len(data.train_labels), unit="img", leave=False, disable=None, file=sys.stderr)
+    results = []
+    for seed in seeds:
+        bar = tqdm(total=len(data.train_labels), unit="img", leave=False, disable=None, file=sys.stderr,
+                   desc=f"seed {seed} epoch 1/{recipe.epochs}")
 
-    def on_epoch(m) -> None:
-        acc_name, acc = ("val", m.val_acc) if held_out else ("test", m.test_acc)
-        if not args.json:
-            bar.write(f"epoch {m.epoch:2d}/{recipe.epochs}  loss {m.train_loss:.4f}  {acc_name} acc {acc:.2%}  "
-                      f"{m.seconds:.1f} s")
-        bar.reset()
+        def on_epoch(m, bar=bar, seed=seed) -> None:
+            acc_name, acc = ("val", m.val_acc) if held_out else ("test", m.test_acc)
+            if not args.json:
+                bar.write(f"{'seed %d ' % seed if len(seeds) > 1 else ''}epoch {m.epoch:2d}/{recipe.epochs}  "
+                          f"loss {m.train_loss:.4f}  {acc_name} acc {acc:.2%}  {m.seconds:.1f} s")
+            bar.reset()
+            bar.set_description(f"seed {seed} epoch {min(m.epoch + 1, recipe.epochs)}/{recipe.epochs}")
 
-    # Without a holdout, the per-epoch accuracy shown is the test set's: a display, never a choice.
-    result = train(candidate.arch, recipe, data, device, args.seed, on_epoch=on_epoch,
-                   test_every_epoch=not held_out, on_batch=bar.update)
-    bar.close()
-    last = result.epochs[-1]
-    if result.stopped:
-        print(f"stopped: {result.stopped}", file=sys.stderr)
+        # Without a holdout, the per-epoch accuracy shown is the test set's: a display, never a choice.
+        result = train(candidate.arch, recipe, data, device, seed, on_epoch=on_epoch, test_every_epoch=not held_out,
+                       on_batch=bar.update, precision=precision)
+        bar.close()
+        last = result.epochs[-1]
+        if result.stopped:
+            print(f"seed {seed} stopped: {result.stopped}", file=sys.stderr)
+        val = f", val acc {result.val_acc:.2%}" if held_out else ""
+        say(f"{'seed %d: ' % seed if len(seeds) > 1 else ''}final (epoch {last.epoch}): test acc "
+            f"{result.test_acc:.2%}{val}; {sum(result.epoch_seconds):.0f} s in all")
+        results.append(result)
+    accs = [r.test_acc for r in results]
+    mean = statistics.fmean(accs)
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    if len(seeds) > 1:
+        say(f"final test acc over {len(seeds)} seeds: mean {mean:.2%} +- {std:.2%} (std), min {min(accs):.2%}, "
+            f"max {max(accs):.2%}")
+    if trial is not None:
+        from nas.record import write_retrain
+
+        write_retrain(study._storage, trial._trial_id, seeds, accs, recipe.epochs)
+        say(f"written to trial {trial.number} of {study.study_name!r}: retrain_test_acc, retrain_mean, retrain_std")
     if args.json:
         print(json.dumps({
-            "name": candidate.name, "params": params, "epochs": last.epoch, "test_acc": result.test_acc,
-            "val_acc": result.val_acc, "epoch_seconds": [round(s, 3) for s in result.epoch_seconds],
-            "train_loss": [m.train_loss for m in result.epochs], "device": str(device), "seed": args.seed,
-            "holdout": args.holdout, "subset": args.subset, "stopped": result.stopped,
-            "recipe": recipe.to_dict()}))
-    else:
-        val = f", val acc {result.val_acc:.2%}" if held_out else ""
-        print(f"final (epoch {last.epoch}): test acc {result.test_acc:.2%}{val}; "
-              f"{sum(result.epoch_seconds):.0f} s in all")
-    return 0 if math.isfinite(last.train_loss) else 1
+            "name": candidate.name, "params": params, "flops": count_flops(candidate.arch), "epochs": recipe.epochs,
+            "seeds": seeds, "test_acc": accs, "mean": mean, "std": std, "min": min(accs), "max": max(accs),
+            "val_acc": [r.val_acc for r in results] if held_out else None,
+            "epochs_run": [r.epochs[-1].epoch for r in results],
+            "seconds": [round(sum(r.epoch_seconds), 1) for r in results],
+            "train_loss": [[m.train_loss for m in r.epochs] for r in results],
+            "device": str(device), "precision": precision, "holdout": args.holdout, "subset": args.subset,
+            "stopped": [r.stopped for r in results], "recipe": recipe.to_dict(),
+            **({"study": study.study_name, "trial": trial.number} if trial is not None else {})}))
+    return 0 if all(math.isfinite(r.epochs[-1].train_loss) for r in results) else 1
+
+
+def check_epochs(epochs: int) -> int:
+    from nas.config import MAX_EPOCHS
+
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise ValueError(f"--epochs must be between 1 and {MAX_EPOCHS}, got {epochs}")
+    return epochs
 
 
 def train_cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nas-train", description="Train one network with its recipe on MNIST "
-                                     "and report the final-epoch test accuracy.")
-    add_candidate_args(parser)
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+                                     "(all 60,000 training images by default) and report the final-epoch test "
+                                     "accuracy; with several seeds, their mean and spread.")
+    group = add_candidate_args(parser)
+    group.add_argument("--trial", metavar="N", help="the candidate of trial N (or 'best') of a search: with --storage "
+                       "and --study; the results are written back to the trial")
+    parser.add_argument("--storage", help="Optuna storage URL of the search (with --trial)")
+    parser.add_argument("--study", help="study name of the search (with --trial; default: the only one)")
+    parser.add_argument("--seeds", metavar="A,B,...", help="train once per seed and report each final test accuracy "
+                        "and their mean +- std (e.g. 0,1,2)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs (its schedule is compressed to them)")
     parser.add_argument("--lr", type=float, help="override the recipe's learning rate")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--holdout", type=int, default=0, metavar="N",
                         help="hold out N training images for validation (default 0: train on all 60,000)")
+    parser.add_argument("--precision", default="auto", help="auto (default: bf16 where the hardware has it), fp32, bf16")
     add_data_args(parser)
+    parser.set_defaults(seed=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     return run_cli("nas-train", train_main, parser, argv)
 
@@ -242,21 +313,36 @@ def train_cli(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- nas-bench
 
 def bench_main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from nas.bench import run_bench
     from nas.data import load_mnist, make_splits
-    from nas.engine import resolve_device
+    from nas.engine import resolve_device, resolve_precision
 
     candidate = load_candidate(args)
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
     args.data_dir = args.data_dir or os.environ.get("NAS_DATA_DIR")
     if not args.data_dir:
         raise ValueError("nas-bench needs --data-dir DIR (or NAS_DATA_DIR), a folder with the four MNIST files: "
                          "the classic loop reads the same files through torchvision")
-    data = make_splits(load_mnist(args.data_dir))
-    print(f"{candidate.name}: one epoch of {len(data.train_labels):,} images, batch {candidate.recipe.batch_size}, "
-          f"rotation {candidate.recipe.rotation:g}, translate {candidate.recipe.translate:g}, device {device}")
-    result = run_bench(candidate.arch, candidate.recipe, data, Path(args.data_dir), device)
+    data = make_splits(load_mnist(args.data_dir), subset=args.subset)
     n = len(data.train_labels)
+    print(f"{candidate.name}: one epoch of {n:,} images, batch {candidate.recipe.batch_size}, "
+          f"rotation {candidate.recipe.rotation:g}, translate {candidate.recipe.translate:g}, device {device}, "
+          f"engine {precision} (classic loop fp32)", flush=True)
+    bars: dict[str, Any] = {}
+
+    def on_batch(path: str, images: int) -> None:
+        if path not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[path] = tqdm(total=n, unit="img", desc=path, leave=False, disable=None, file=sys.stderr)
+        bars[path].update(images)
+
+    result = run_bench(candidate.arch, candidate.recipe, data, Path(args.data_dir), device, precision, on_batch)
+    for bar in bars.values():
+        bar.close()
     print(f"engine:     {result.engine_seconds:7.2f} s  ({n / result.engine_seconds:,.0f} img/s)")
     print(f"dataloader: {result.dataloader_seconds:7.2f} s  ({n / result.dataloader_seconds:,.0f} img/s)")
     print(result.summary())
@@ -266,152 +352,271 @@ def bench_main(args: argparse.Namespace) -> int:
 def bench(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nas-bench", description="Time one training epoch through the engine "
                                      "and through the classic torchvision + DataLoader loop.")
-    parser.add_argument("--preset", default="ref-19712", metavar="NAME", help="network (default ref-19712)")
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    add_candidate_args(parser, required=False)
+    parser.set_defaults(preset="ref-19712")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="auto", help="of the engine: auto (default: bf16 where the hardware "
+                        "has it), fp32 or bf16")
+    parser.add_argument("--subset", type=int, metavar="N", help="time an epoch of the first N training images "
+                        "(default: all 60,000)")
     parser.add_argument("--data-dir", metavar="DIR", default=None, help="folder with the four MNIST files")
     return run_cli("nas-bench", bench_main, parser, argv)
 
 
 # ---------------------------------------------------------------- nas-search
 
-def trial_line(t) -> str:
-    a = t.user_attrs
-    head = f"#{t.number:4d} "
-    tag = a.get("reference", "")
-    if "rejected" in a:
-        return head + f"rejected  params {a['params']:>6,}  ({a['rejected']})"
-    if "val_acc" not in a:
-        return head + f"{t.state.name:<9} {a.get('error', '')}"
-    state = "reused" if "duplicate_of" in a else t.state.name
-    if "duplicate_of" in a:
-        tag = f"= #{a['duplicate_of']} {tag}".strip()
-    epochs = f"{a['epochs_run']}/{a['spec']['recipe']['epochs']}"
-    return (head + f"{state:<9} params {a['params']:>6,}  val {a['val_acc']:.2%}  epochs {epochs:>5}  "
-            f"{sum(a['epoch_seconds']):6.0f} s  {tag}").rstrip()
+
+def pct(value: float | None) -> str:
+    return "  -   " if value is None else f"{value:.2%}"
+
+
+def trial_line(rung, t) -> str:
+    from nas.record import TrialRecord
+
+    r = TrialRecord.of(t)
+    head = f"r{rung.index} #{t.number:<4d}"
+    if r.outcome == "rejected":
+        return head + f" rejected  params {r.params:>6,}  ({r.reason})"
+    if r.outcome in ("failed", "interrupted", "running") or r.val_acc is None:
+        return head + f" {r.outcome:<9} {r.reason or ''}".rstrip()
+    tag = r.name
+    if r.outcome == "duplicate":
+        tag = f"= #{r.duplicate_of} {tag}".strip()
+    if r.promoted_from is not None:
+        tag = f"from r{rung.index - 1} #{r.promoted_from} {tag}".strip()
+    seconds = f"{r.seconds:6.0f} s" if r.seconds is not None else "        "
+    return (head + f" {r.outcome:<9} params {r.params:>6,}  val {pct(r.val_acc)}  epochs {r.epochs:>2}/{rung.epochs:<2} "
+            f"{seconds}  {tag}").rstrip()
+
+
+class CliReporter:
+    """Lines for finished trials and messages; a status bar with the rung, the running trial's epoch,
+    and the best validation accuracy so far at each rung."""
+
+    def __init__(self, planned: dict[int, int | None]) -> None:
+        from tqdm import tqdm
+
+        self.planned = planned
+        self.bar = tqdm(total=planned.get(0), unit="trial", disable=None, file=sys.stderr, leave=False,
+                        bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+        self.rung = -1
+        self.best: dict[int, float] = {}
+        self.running: dict[int, str] = {}
+
+    def _switch(self, rung) -> None:
+        if rung.index != self.rung:
+            self.rung = rung.index
+            self.bar.reset(total=self.planned.get(rung.index))
+            self.bar.set_description_str(f"rung {rung.index} ({rung.label})")
+
+    def _postfix(self) -> None:
+        best = " ".join(f"r{k} {v:.2%}" for k, v in sorted(self.best.items()))
+        running = ", ".join(self.running.values())
+        self.bar.set_postfix_str(f"{running} | best val {best}" if best else running, refresh=True)
+
+    def trial_started(self, rung, number, record) -> None:
+        self._switch(rung)
+        self.running[number] = f"#{number} epoch 0/{rung.epochs}"
+        self._postfix()
+
+    def epoch(self, rung, number, epoch, of, val_acc) -> None:
+        self._switch(rung)
+        self.running[number] = f"#{number} epoch {epoch}/{of}"
+        self._postfix()
+
+    def trial_finished(self, rung, t) -> None:
+        from nas.record import TrialRecord
+
+        self._switch(rung)
+        self.running.pop(t.number, None)
+        r = TrialRecord.of(t)
+        self.bar.write(trial_line(rung, t))
+        if r.trained or r.outcome == "duplicate":
+            self.bar.update(1)
+        if r.outcome == "complete" and r.val_acc is not None and r.val_acc > self.best.get(rung.index, -1):
+            self.best[rung.index] = r.val_acc
+        self._postfix()
+
+    def message(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+STUDY_FLAGS = ("budget", "epochs", "rungs", "promote", "finalists", "holdout", "subset", "objectives")
 
 
 def search_main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    import signal
 
-    from nas.engine import resolve_device
-    from nas.search import SearchConfig, best_trials, candidate_of, run_search, trials_table
-
-    config = SearchConfig(
-        space=str(resolve_space_path(args.space)), storage=args.storage, study=args.study, budget=args.budget,
-        epochs=args.epochs, trials=args.trials, timeout=args.timeout, sampler=args.sampler, pruner=args.pruner,
-        jobs=args.jobs, seed=args.seed, device=args.device, data_dir=args.data_dir, subset=args.subset,
-        holdout=args.holdout, objectives=tuple(args.objectives.split(",")), references=not args.no_references)
-    bar = tqdm(total=config.trials, desc="trained", unit="trial", disable=None, file=sys.stderr)
-    best = {"val": None}
-
-    def on_start(study, new, run_id) -> None:
-        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        what = (f"new, {len(study.get_trials(deepcopy=False))} references enqueued" if new
-                else f"resumed, {done} trials so far")
-        bar.write(f"study {study.study_name!r} ({what}) in {config.storage}")
-        bar.write(f"space {config.space} | budget < {config.budget:,} params | up to {config.epochs} epochs | "
-                  f"objectives {','.join(config.objectives)} | sampler {config.sampler}, pruner {config.pruner_name} | "
-                  f"validation {config.holdout:,} held out of the training images"
-                  + (f", training subset {config.subset:,}" if config.subset else "")
-                  + f" | jobs {config.jobs} | device {resolve_device(config.device)} | seed {config.seed} | run {run_id}")
-
-    def on_finished(t) -> None:
-        bar.write(trial_line(t))
-        if t.user_attrs.get("trained"):
-            bar.update(1)
-        if t.state.name == "COMPLETE":
-            if best["val"] is None or t.user_attrs["val_acc"] > best["val"]:
-                best["val"] = t.user_attrs["val_acc"]
-                bar.set_postfix_str(f"best val {best['val']:.2%}")
-
-    summary = run_search(config, on_finished=on_finished, on_start=on_start)
-    bar.close()
-    c = summary.counts
-    print(f"\nthis run: trained {c['trained']} ({c['complete']} complete, {c['pruned']} pruned), "
-          f"rejected {c['rejected']} over budget (never trained), reused {c['duplicates']} duplicates, "
-          f"failed {c['failed']}; {summary.seconds:.0f} s wall"
-          + ("" if summary.stopped == "trials" else f"; stopped: {summary.stopped}"))
     import optuna
 
+    from nas.config import SearchConfig
+    from nas.fidelity import parse_rungs, plan_lines
+    from nas.results import best_trials, candidate_of, trials_table
+    from nas.search import run_search
+
+    if args.hours is not None and args.timeout is not None:
+        raise ValueError("give --timeout SECONDS or --hours H, not both")
+    if args.top < 0:
+        raise ValueError(f"--top must be at least 0, got {args.top}")
+    if args.hours is not None and not 0 < args.hours <= 720:
+        raise ValueError(f"--hours must be between 0 and 720, got {args.hours}")
+    timeout = args.timeout if args.hours is None else args.hours * 3600
+    settings = {k: getattr(args, k) for k in STUDY_FLAGS if getattr(args, k) is not None}
+    if "rungs" in settings:
+        settings["rungs"] = parse_rungs(settings["rungs"])
+    if "objectives" in settings:
+        settings["objectives"] = tuple(settings["objectives"].split(","))
+    if args.no_references:
+        settings["references"] = False
+    config = SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,
+                          trials=args.trials, timeout=timeout, sampler=args.sampler, pruner=args.pruner, jobs=args.jobs,
+                          seed=args.seed, device=args.device, precision=args.precision, data_dir=args.data_dir)
+    state: dict[str, Any] = {}
+
+    def on_start(search, new, estimate) -> None:
+        from nas.engine import resolve_precision
+
+        s = search.settings
+        done = sum(t.state.is_finished() for st in search.studies for t in st.get_trials(deepcopy=False))
+        what = "new" if new else f"resumed, {done} trials so far"
+        print(f"study {search.name!r} ({what}) in {_redacted(config.storage)}")
+        print(f"space {s.space} | budget < {s.budget:,} params | objectives {','.join(s.objectives)} | "
+              f"validation {s.holdout:,} held out" + (f", training subset {s.subset:,}" if s.subset else "")
+              + f" | sampler {config.sampler}, pruner {config.pruner_for(s)} | jobs {config.jobs} | "
+              f"device {search.device}, {resolve_precision(config.precision, search.device)} | seed {config.seed} | "
+              f"run {search.run_id}")
+        print("plan:")
+        for line in plan_lines(search.rungs, estimate, len(search.data.val_labels), config.jobs,
+                               config.stop_on_trials, timeout):
+            print(line)
+        planned = {r.index: r.keep for r in search.rungs}
+        planned[0] = config.stop_on_trials
+        state["reporter"].planned = planned
+        sys.stdout.flush()
+
+    reporter = CliReporter({})
+    state["reporter"] = reporter
+    try:
+        summary = run_search(config, reporter=reporter, on_start=on_start)
+    finally:
+        reporter.close()
+    c = summary.counts
+    print(f"\nthis run: trained {c['trained']} ({c['complete']} complete, {c['pruned']} pruned, "
+          f"{c['diverged']} diverged), rejected {c['rejected']} over budget (never trained), reused "
+          f"{c['duplicate']} duplicates, failed {c['failed']}, interrupted {c['interrupted']} (queued again); "
+          f"{summary.seconds:.0f} s wall; stopped: {summary.stopped}")
+    for i, rc in enumerate(summary.rung_counts):
+        if len(summary.rung_counts) > 1:
+            print(f"  rung {i}: trained {rc['trained']}, rejected {rc['rejected']}, duplicates {rc['duplicate']}")
+    if summary.running_elsewhere:
+        print(f"still running elsewhere (other workers, or dead ones not yet noticed): {summary.running_elsewhere}")
     study = optuna.load_study(study_name=summary.study_name, storage=config.storage)
     table = trials_table(study)
     if not table.empty:
         table = table.sort_values("val_acc", ascending=False).head(args.top)
-        print(f"\ntop {len(table)} trials by validation accuracy (test accuracy is reported, never used to select):")
-        print(table.to_string(index=False, formatters={"val_acc": "{:.2%}".format, "test_acc": "{:.2%}".format,
-                                                       "params": "{:,}".format, "flops": "{:,}".format}))
+        print(f"\ntop {len(table)} full-fidelity trials by validation accuracy (test accuracy is reported, never "
+              "used to select):")
+        print(table.drop(columns=["rung"]).to_string(index=False, na_rep="", formatters={
+            "val_acc": "{:.2%}".format, "test_acc": lambda v: "" if v != v else f"{v:.2%}",
+            "params": "{:,}".format, "flops": "{:,}".format}))
     winners = best_trials(study)
     if winners:
-        title = "Pareto front (accuracy vs " + ", ".join(config.objectives[1:]) + ")" if summary.multi_objective \
-            else "best trial"
+        from nas.record import TrialRecord
+
+        title = "Pareto front" if summary.multi_objective else "best trial"
         print(f"\n{title}:")
         for t in winners[: args.top]:
-            a, cand = t.user_attrs, candidate_of(t)
-            r = cand.recipe
-            print(f"  trial {t.number}{' (' + a['reference'] + ')' if a.get('reference') else ''}: "
-                  f"val {a['val_acc']:.2%}, test {a['test_acc']:.2%}, {a['params']:,} params, {a['flops']:,} FLOPs")
+            r, cand = TrialRecord.of(t), candidate_of(t)
+            rc = cand.recipe
+            print(f"  trial {t.number}{' (' + r.name + ')' if r.name else ''}: val {pct(r.val_acc)}, test "
+                  f"{pct(r.test_acc)}, {r.params:,} params, {r.flops:,} FLOPs, {r.epochs} epochs")
             print(f"    arch   {cand.arch.key}")
-            print(f"    recipe {r.optimizer} lr {r.lr:.4g}, batch {r.batch_size}, schedule {r.schedule}, "
-                  f"rotation {r.rotation:g}, translate {r.translate:g}, label smoothing {r.label_smoothing:g}, "
-                  f"weight decay {r.weight_decay:g}")
+            print(f"    recipe {rc.optimizer} lr {rc.lr:.4g}, batch {rc.batch_size}, schedule {rc.schedule}, "
+                  f"rotation {rc.rotation:g}, translate {rc.translate:g}, label smoothing {rc.label_smoothing:g}, "
+                  f"weight decay {rc.weight_decay:g}")
+    shown = _redacted(config.storage)
+    data = f" --data-dir {config.data_dir}" if config.data_dir else ""
     print("\nnext:")
-    print(f"  optuna-dashboard {config.storage}")
-    print(f"  nas-export --storage {config.storage} --study {summary.study_name} --out best.pt"
-          + (f" --data-dir {config.data_dir}" if config.data_dir else ""))
+    print(f"  optuna-dashboard {shown}")
+    print(f"  nas-report --storage {shown} --study {_quote(summary.study_name)} --out report.html")
+    print(f"  nas-export --storage {shown} --study {_quote(summary.study_name)} --out best{data}")
+    print(f"  nas-train --storage {shown} --study {_quote(summary.study_name)} --trial best --seeds 0,1,2{data}")
+    if summary.signal is not None:
+        print(f"interrupted ({summary.stopped}): the running trials were queued again; the same command resumes",
+              file=sys.stderr)
+        return 128 + int(summary.signal)
     return 0
 
 
-def search(argv: list[str] | None = None) -> int:
-    from nas.search import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+def _redacted(url: str) -> str:
+    from nas.study import redact
 
-    parser = argparse.ArgumentParser(prog="nas-search", description="Search architectures and recipes under a "
-                                     "parameter budget with Optuna; every trial is stored (default SQLite).")
-    parser.add_argument("--space", default=DEFAULT_SPACE, help=f"search space file (default {DEFAULT_SPACE})")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    return redact(url)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def search(argv: list[str] | None = None) -> int:
+    import dataclasses
+
+    from nas.config import DEFAULT_SPACE, PRUNERS, SAMPLERS, SearchConfig, StudySettings
+
+    d = {f.name: f.default for f in dataclasses.fields(StudySettings)}
+    c = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    parser = argparse.ArgumentParser(
+        prog="nas-search", description="Search architectures and recipes under a parameter budget with Optuna: "
+        "screen many candidates cheaply, train the best at full fidelity; every trial is stored. Study settings "
+        "(budget, epochs, rungs, ...) are fixed when a study is made; resuming takes them from the study.")
+    parser.add_argument("--space", help=f"search space file (default {DEFAULT_SPACE}; resuming: the study's own)")
+    parser.add_argument("--storage", default=c["storage"], help=f"Optuna storage URL (default {c['storage']})")
     parser.add_argument("--study", help="study name (default: the space's name); the same name resumes it")
-    parser.add_argument("--budget", type=int, default=20_000, help="candidates need fewer parameters (default 20000)")
-    parser.add_argument("--epochs", type=int, default=19, help="epochs per trial at most (default 19)")
-    parser.add_argument("--trials", type=int, default=200, help="candidates to train in this run (default 200)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this long")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe (seeded)")
-    parser.add_argument("--pruner", choices=PRUNERS, help="default median (none with several objectives)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
-    parser.add_argument("--holdout", type=int, default=10_000, help="validation images held out (default 10000)")
-    parser.add_argument("--objectives", default="accuracy",
-                        help="accuracy (default), or a Pareto search: accuracy,params / accuracy,flops")
-    parser.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
-    parser.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")
-    add_data_args(parser)
+    g = parser.add_argument_group("study settings (default for a new study; a resumed study keeps its own)")
+    g.add_argument("--budget", type=int, help=f"candidates need fewer parameters (default {d['budget']})")
+    g.add_argument("--epochs", type=int, help=f"epochs of the full-fidelity rung (default {d['epochs']})")
+    g.add_argument("--rungs", help="screening rungs before the full-fidelity one, EPOCHS[xIMAGES] each, cheapest "
+                   f"first, or none (default {','.join(d['rungs'])})")
+    g.add_argument("--promote", type=int, help=f"each rung trains the best 1/N of the one below (default {d['promote']})")
+    g.add_argument("--finalists", type=int, help=f"candidates trained at full fidelity (default {d['finalists']})")
+    g.add_argument("--holdout", type=int, help=f"validation images held out (default {d['holdout']})")
+    g.add_argument("--subset", type=int, metavar="N", help="train on at most N of the remaining images")
+    g.add_argument("--objectives", help="accuracy (default), or a Pareto search at one fidelity: accuracy,params / "
+                   "accuracy,flops (with --rungs none)")
+    g.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
+    r = parser.add_argument_group("this run")
+    r.add_argument("--trials", type=int, help="candidates to screen in this run (default: as many as --timeout "
+                   f"allows, else {200})")
+    r.add_argument("--timeout", type=float, metavar="SECONDS", help="finish this run, full-fidelity rung included, "
+                   "in about this long")
+    r.add_argument("--hours", type=float, help="the same in hours")
+    r.add_argument("--sampler", choices=SAMPLERS, default=c["sampler"], help=f"default {c['sampler']} (seeded)")
+    r.add_argument("--pruner", choices=PRUNERS, help="within-trial pruning at one fidelity (default median with "
+                   "--rungs none, else none)")
+    r.add_argument("--jobs", type=int, default=c["jobs"], help="worker processes sharing the study (default 1)")
+    r.add_argument("--precision", default=c["precision"], help="auto (default: bf16 where the hardware has it), "
+                   "fp32 or bf16")
+    r.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")
+    add_data_args(parser, subset=False)
     return run_cli("nas-search", search_main, parser, argv)
 
 
 # ---------------------------------------------------------------- nas-export
 
 def export_main(args: argparse.Namespace) -> int:
-    import optuna
-
     from nas.data import load_mnist, make_splits
     from nas.engine import resolve_device
     from nas.export import export_candidate
-    from nas.search import best_trials, candidate_of, make_storage
+    from nas.results import candidate_of, find_trial, open_study
 
-    storage = make_storage(args.storage)
-    names = optuna.get_all_study_names(storage)
-    name = args.study or (names[0] if len(names) == 1 else None)
-    if name not in names:
-        raise ValueError(f"no study {name!r} in {args.storage}; studies there: {', '.join(names) or 'none'} (--study NAME)")
-    study = optuna.load_study(study_name=name, storage=storage)
-    if args.trial is not None:
-        matches = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial]
-        if not matches:
-            raise ValueError(f"study {name!r} has no trial {args.trial}")
-        trial = matches[0]
-    else:
-        winners = best_trials(study)
-        if not winners:
-            raise ValueError(f"study {name!r} has no completed feasible trial yet")
-        trial = winners[0]
+    study = open_study(args.storage, args.study)
+    name = study.study_name
+    trial = find_trial(study, args.trial)
     candidate = candidate_of(trial)
     device = resolve_device(args.device)
     data = None if args.spec_only else make_splits(load_mnist(args.data_dir)).to(device)
@@ -434,7 +639,7 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def export(argv: list[str] | None = None) -> int:
-    from nas.search import DEFAULT_STORAGE
+    from nas.config import DEFAULT_STORAGE
 
     parser = argparse.ArgumentParser(prog="nas-export", description="Export a study's best trial (or --trial N): "
                                      "its spec file, and a model file trained on all 60,000 images.")

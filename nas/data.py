@@ -164,7 +164,7 @@ def make_splits(mnist: Mnist, holdout: int = 0, subset: int | None = None, seed:
     if subset is not None:
         if not 0 < subset <= len(train_idx):
             raise DataError(f"--subset must be between 1 and {len(train_idx):,} (the training images left), got {subset}")
-        train_idx = _stratified_first(train_idx, labels[train_idx], subset)
+        train_idx = stratified_first(train_idx, labels[train_idx], subset)
     val_idx = torch.nonzero(is_val).flatten()
     return Splits(
         mnist.train_images[train_idx], labels[train_idx],
@@ -173,7 +173,7 @@ def make_splits(mnist: Mnist, holdout: int = 0, subset: int | None = None, seed:
     )
 
 
-def _stratified_first(indices: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+def stratified_first(indices: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """The first images of each class, as many of each as its share of ``k`` (largest remainder)."""
     classes, counts = torch.unique(labels, return_counts=True)
     exact = counts.double() * k / len(labels)

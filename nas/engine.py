@@ -5,7 +5,8 @@ device-side permutation; augmentation (per-image random rotation and translation
 batched ``affine_grid`` / ``grid_sample`` on the device; the loss is summed on the device and
 read once per epoch, so the step loop never waits for the device. Evaluation runs in large
 batches under ``torch.inference_mode``. Tensors are channels-last (1.2-1.7x faster convs on
-the CPU here too); on CUDA the forward pass runs in bf16 autocast.
+the CPU here too). Training may run its forward pass in bf16 autocast (``precision``: on CUDA,
+and on CPUs with native bf16 instructions); evaluation is always fp32, as the exported model runs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class EpochMetrics:
     val_acc: float | None  # None without a validation split
     test_acc: float | None  # None unless asked for every epoch
     seconds: float  # wall time of the epoch: training pass and its evaluation
+    eval_seconds: float = 0.0  # of which evaluation
 
 
 @dataclass
@@ -47,6 +49,20 @@ class TrainResult:
     @property
     def epoch_seconds(self) -> list[float]:
         return [m.seconds for m in self.epochs]
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto``: bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 or AMX), else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda":
+        return "bf16"
+    return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
 
 
 # Called after each epoch; returning True stops training (e.g. a pruner's verdict).
@@ -105,10 +121,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
     """The recipe's schedule, and whether it steps per batch (True) or per epoch (False)."""
     total = recipe.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler
+    # Step and multistep decay at batch positions, so fractional epochs (compressed recipes) work;
+    # at whole epochs this is exactly the per-epoch StepLR / MultiStepLR.
     if recipe.schedule == "step":
-        return sched.StepLR(optimizer, recipe.step_size, recipe.gamma), False
+        return sched.StepLR(optimizer, max(1, round(recipe.step_size * steps_per_epoch)), recipe.gamma), True
     if recipe.schedule == "multistep":
-        return sched.MultiStepLR(optimizer, list(recipe.milestones), recipe.gamma), False
+        at = [max(1, round(m * steps_per_epoch)) for m in recipe.milestones]  # repeats decay twice
+        return sched.MultiStepLR(optimizer, at, recipe.gamma), True
     if recipe.schedule == "onecycle":
         return sched.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total), True
     if recipe.schedule == "cosine":
@@ -120,24 +139,21 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None) -> float:
     """Fraction of images classified correctly, counted on the device and read once."""
     model.eval()
-    cuda = images.device.type == "cuda"
-    batch_size = batch_size or (10_000 if cuda else 1_000)
+    batch_size = batch_size or (10_000 if images.device.type == "cuda" else 1_000)
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     for start in range(0, len(labels), batch_size):
         x = normalize(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            correct += (model(x).argmax(1) == labels[start:start + batch_size]).sum()
+        correct += (model(x).argmax(1) == labels[start:start + batch_size]).sum()
     return correct.item() / len(labels)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, images: torch.Tensor,
                 labels: torch.Tensor, generator: torch.Generator,
                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, per_batch: bool = False,
-                on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+                on_batch: Callable[[int], None] | None = None, bf16: bool = False) -> torch.Tensor:
     """One pass over the training images; returns the summed loss as a device tensor (no sync)."""
     model.train()
     device = images.device
-    cuda = device.type == "cuda"
     augment = recipe.rotation > 0 or recipe.translate > 0
     order = torch.randperm(len(labels), device=device, generator=generator)
     loss_sum = torch.zeros((), device=device)
@@ -148,7 +164,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Reci
             x = random_affine(x, recipe.rotation, recipe.translate, generator)
         x = normalize(x).contiguous(memory_format=torch.channels_last)
         y = labels[idx]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             # The model outputs log-probabilities; cross_entropy's log_softmax leaves them unchanged,
             # so this is NLL loss, with label smoothing when the recipe asks for it.
             loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
@@ -167,15 +183,19 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Reci
 
 def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | str = "cpu", seed: int = 0,
           on_epoch: EpochCallback | None = None, test_every_epoch: bool = False,
-          on_batch: Callable[[int], None] | None = None) -> TrainResult:
+          on_batch: Callable[[int], None] | None = None, precision: str = "auto",
+          val_every_epoch: bool = True, evaluate_test: bool = True) -> TrainResult:
     """Train ``arch`` with ``recipe`` for ``recipe.epochs`` epochs on ``data``.
 
     Calls ``on_epoch`` after every epoch; if it returns True, training stops there. A non-finite
     training loss also stops training, with the reason in ``TrainResult.stopped``. The test set
-    is evaluated after the last epoch run (and after every epoch with ``test_every_epoch``).
-    Same seed, same device and same data give the same result on the CPU.
+    is evaluated after the last epoch run (and after every epoch with ``test_every_epoch``); the
+    validation split after every epoch, or with ``val_every_epoch=False`` after the last only;
+    ``evaluate_test=False`` leaves the test set alone (screening runs never report it).
+    Same seed, same device, same precision and same data give the same result on the CPU.
     """
     device = torch.device(device)
+    bf16 = resolve_precision(precision, device) == "bf16"
     data = data.to(device)  # no copy when already there
     torch.manual_seed(seed)  # weights and dropout masks
     generator = torch.Generator(device).manual_seed(seed)  # order and augmentation
@@ -187,12 +207,15 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
     for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
         loss_sum = train_epoch(model, optimizer, recipe, data.train_images, data.train_labels, generator,
-                               scheduler, per_batch, on_batch)
+                               scheduler, per_batch, on_batch, bf16)
         train_loss = loss_sum.item() / len(data.train_labels)
         finite = math.isfinite(train_loss)
-        val_acc = accuracy(model, data.val_images, data.val_labels) if data.val_images is not None else None
+        trained = time.perf_counter()
+        validate = data.val_images is not None and (val_every_epoch or epoch == recipe.epochs)
+        val_acc = accuracy(model, data.val_images, data.val_labels) if validate else None
         test_acc = accuracy(model, data.test_images, data.test_labels) if test_every_epoch else None
-        metrics = EpochMetrics(epoch, train_loss, val_acc, test_acc, time.perf_counter() - start)
+        end = time.perf_counter()
+        metrics = EpochMetrics(epoch, train_loss, val_acc, test_acc, end - start, end - trained)
         result.epochs.append(metrics)
         asked_to_stop = on_epoch is not None and on_epoch(metrics)
         if not finite:
@@ -202,5 +225,29 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
         if result.stopped:
             break
     last = result.epochs[-1]
-    result.test_acc = last.test_acc if last.test_acc is not None else accuracy(model, data.test_images, data.test_labels)
+    if last.test_acc is not None:
+        result.test_acc = last.test_acc
+    elif evaluate_test:
+        result.test_acc = accuracy(model, data.test_images, data.test_labels)
     return result
+
+
+def time_steps(candidate, data: Splits, device: torch.device | str = "cpu", steps: int = 8,
+               precision: str = "auto") -> tuple[float, float]:
+    """A quick speed probe (about a second): microseconds per training image and per evaluated image."""
+    device = torch.device(device)
+    recipe = candidate.recipe
+    model = build_model(candidate.arch).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    generator = torch.Generator(device).manual_seed(0)
+    n = min(len(data.train_labels), recipe.batch_size * (steps + 2))
+    images, labels = data.train_images[:n], data.train_labels[:n]
+    bf16 = resolve_precision(precision, device) == "bf16"
+    train_epoch(model, optimizer, recipe, images[: 2 * recipe.batch_size], labels[: 2 * recipe.batch_size],
+                generator, bf16=bf16).item()  # warm-up
+    start = time.perf_counter()
+    train_epoch(model, optimizer, recipe, images, labels, generator, bf16=bf16).item()
+    train_us = 1e6 * (time.perf_counter() - start) / n
+    start = time.perf_counter()
+    accuracy(model, images, labels)
+    return train_us, 1e6 * (time.perf_counter() - start) / n

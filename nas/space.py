@@ -79,6 +79,18 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
     "schedule": ("none", "step", "multistep", "onecycle", "cosine"),
 }
 IN_CHANNELS, IN_SIZE, CLASSES = 1, 28, 10
+MAX_SPACE_BYTES = 200_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a few KB of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (*name) are not allowed in a space file",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
 
 Entry = BaseDistribution | Any  # a distribution, or a fixed value
 
@@ -130,20 +142,35 @@ class SearchSpace:
     references: dict[str, dict[str, Any]]
     digest: str  # identifies the distributions (not comments or references)
     path: str = ""
+    text: str = ""  # the file as written; a study stores it, so it needs no file to resume
 
     @classmethod
     def from_file(cls, path: str | Path) -> SearchSpace:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            if path.stat().st_size > MAX_SPACE_BYTES:
+                raise ValueError(f"search space {path} is larger than {MAX_SPACE_BYTES // 1000} KB; "
+                                 "a space file is a short list of distributions")
+            text = path.read_text()
         except OSError as e:
             raise ValueError(f"cannot read search space {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"search space {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"search space {path} is not a text (UTF-8) file") from None
         try:
-            return cls.from_dict(data, path=str(path))
+            return cls.from_text(text, path=str(path))
         except ValueError as e:
             raise ValueError(f"search space {path}: {e}") from None
+
+    @classmethod
+    def from_text(cls, text: str, path: str = "", name: str = "") -> SearchSpace:
+        try:
+            data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
+        except yaml.YAMLError as e:
+            raise ValueError(f"not valid YAML: {str(e).splitlines()[0]}") from None
+        if isinstance(data, dict) and name and not data.get("name"):
+            data = {**data, "name": name}
+        space = cls.from_dict(data, path=path)
+        return replace(space, text=text)
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "") -> SearchSpace:
@@ -301,6 +328,7 @@ def audit(space: SearchSpace, samples: int, seed: int = 0, budget: int = 20_000)
             built.append((sum(i.params for i in infos), sum(i.flops for i in infos)))
         study.tell(trial, 0.0)
     accepted = [(p, f) for p, f in built if p < budget]
+    smallest = min((p for p, _ in built), default=None)
 
     def spread(values: list[int]) -> dict[str, float] | None:
         return {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else None
@@ -308,4 +336,4 @@ def audit(space: SearchSpace, samples: int, seed: int = 0, budget: int = 20_000)
     return {"space": space.name, "budget": budget, "sampled": samples, "accepted": len(accepted),
             "rejected": len(built) - len(accepted), "failed": len(failures),
             "params": spread([p for p, _ in accepted]), "flops": spread([f for _, f in accepted]),
-            "first_failure": failures[0] if failures else None}
+            "smallest": smallest, "first_failure": failures[0] if failures else None}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +205,9 @@ class Recipe:
     weight_decay: float = 0.0
     batch_size: int = 128
     schedule: str = "none"
-    step_size: int = 10  # schedule "step": decay every step_size epochs
+    step_size: float = 10  # schedule "step": decay every step_size epochs (fractions: see compressed())
     gamma: float = 0.1  # schedules "step" and "multistep": decay factor
-    milestones: tuple[int, ...] = ()  # schedule "multistep": epochs at which to decay
+    milestones: tuple[float, ...] = ()  # schedule "multistep": epochs after which to decay
     rotation: float = 0.0  # random rotation, +- degrees
     translate: float = 0.0  # random translation, +- fraction of the image side
     label_smoothing: float = 0.0
@@ -225,11 +225,11 @@ class Recipe:
             (_num(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}"),
             (_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be a positive integer, got {self.batch_size!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (_int(self.step_size) and self.step_size >= 1, f"step_size must be a positive integer, got {self.step_size!r}"),
+            (_num(self.step_size) and self.step_size > 0, f"step_size must be > 0 epochs, got {self.step_size!r}"),
             (_num(self.gamma) and 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma!r}"),
-            (all(_int(m) and m >= 1 for m in self.milestones)
+            (all(_num(m) and m > 0 for m in self.milestones)
              and list(self.milestones) == sorted(set(self.milestones)),
-             f"milestones must be increasing positive epoch numbers, got {list(self.milestones)}"),
+             f"milestones must be increasing positive epoch counts, got {list(self.milestones)}"),
             (self.schedule != "multistep" or self.milestones, "schedule multistep needs milestones"),
             (_num(self.rotation) and 0 <= self.rotation <= 180, f"rotation must be in [0, 180] degrees, got {self.rotation!r}"),
             (_num(self.translate) and 0 <= self.translate <= 0.5, f"translate must be in [0, 0.5], got {self.translate!r}"),
@@ -240,6 +240,17 @@ class Recipe:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def compressed(self, epochs: int) -> Recipe:
+        """The same recipe run for ``epochs`` epochs with its whole schedule squeezed (or stretched)
+        into them ("Budgeted Training", Li et al., ICLR 2020): one-cycle and cosine already span
+        the run; step sizes and milestones scale with it and may become fractions of an epoch
+        (the trainer steps these schedules per batch)."""
+        if epochs == self.epochs:
+            return self
+        scale = epochs / self.epochs
+        return replace(self, epochs=epochs, step_size=round(self.step_size * scale, 4),
+                       milestones=tuple(round(m * scale, 4) for m in self.milestones))
 
     @property
     def key(self) -> str:

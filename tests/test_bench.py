@@ -25,4 +25,13 @@ def test_both_paths_train_one_epoch_and_are_timed(tiny_mnist_dir):
 
 
 def test_summary_format():
-    assert BenchResult(23.3, 36.3, "cpu").summary() == "speedup 1.56x (engine 23.3 s, dataloader 36.3 s, cpu)"
+    assert BenchResult(23.3, 36.3, "cpu", "bf16").summary() == \
+        "speedup 1.56x (engine 23.3 s, dataloader 36.3 s, cpu, engine bf16)"
+
+
+def test_a_subset_times_both_paths_on_the_same_images_with_progress(tiny_mnist_dir):
+    data = make_splits(load_mnist(tiny_mnist_dir, verify=False), subset=300)
+    seen = {}
+    result = run_bench(ARCH, Recipe(batch_size=64), data, tiny_mnist_dir, torch.device("cpu"), "fp32",
+                       on_batch=lambda path, n: seen.__setitem__(path, seen.get(path, 0) + n))
+    assert seen == {"engine": 300, "dataloader": 300} and result.precision == "fp32"

@@ -89,9 +89,17 @@ def test_train_on_real_mnist_subset_is_reproducible(real_mnist_dir):
             "--data-dir", str(real_mnist_dir), "--seed", "7", "--json"]
     first = json.loads(run(*args).stdout)
     second = json.loads(run(*args).stdout)
-    assert first["params"] == 10066 and first["epochs"] == 1 and first["device"] == "cpu"
-    assert 0.5 < first["test_acc"] <= 1 and first["val_acc"] is not None
+    assert first["params"] == 10066 and first["epochs"] == 1 and first["device"] == "cpu" and first["seeds"] == [7]
+    assert 0.5 < first["test_acc"][0] <= 1 and first["val_acc"][0] is not None and first["std"] == 0
     assert first["test_acc"] == second["test_acc"] and first["train_loss"] == second["train_loss"]
+
+
+def test_train_with_several_seeds_reports_each_and_their_spread(real_mnist_dir):
+    out = json.loads(run("nas-train", "--preset", "ref-19970", "--epochs", "1", "--subset", "1000", "--seeds", "0,1",
+                         "--data-dir", str(real_mnist_dir), "--json").stdout)
+    assert out["seeds"] == [0, 1] and len(out["test_acc"]) == 2 and out["test_acc"][0] != out["test_acc"][1]
+    assert out["mean"] == pytest.approx(sum(out["test_acc"]) / 2) and out["std"] > 0
+    assert out["min"] == min(out["test_acc"]) and out["max"] == max(out["test_acc"]) and out["params"] == 19970
 
 
 def test_train_prints_epoch_lines_and_the_final_figure(real_mnist_dir):
@@ -107,16 +115,25 @@ def test_bench_needs_data_dir():
     assert_one_line_error(proc, "nas-bench needs --data-dir")
 
 
-def test_search_resume_and_export_end_to_end(real_mnist_dir, tmp_path):
+def test_search_resume_retrain_and_export_end_to_end(real_mnist_dir, tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
-    common = ["--storage", storage, "--study", "e2e", "--epochs", "1", "--subset", "300", "--holdout", "500",
-              "--data-dir", str(real_mnist_dir), "--device", "cpu", "--seed", "0"]
-    out = run("nas-search", "--trials", "2", *common).stdout
-    assert "this run: trained 2" in out and "best trial:" in out
-    assert f"optuna-dashboard {storage}" in out and f"nas-export --storage {storage} --study e2e" in out
-    refused = run("nas-search", "--trials", "2", *common[:-4], "--budget", "8000", "--device", "cpu", "--seed", "0",
-                  ok=False)
-    assert_one_line_error(refused, "was created with --budget 20000, this run asks for --budget 8000")
+    common = ["--storage", storage, "--study", "e2e", "--data-dir", str(real_mnist_dir), "--device", "cpu"]
+    out = run("nas-search", "--trials", "3", "--epochs", "1", "--rungs", "1x100", "--finalists", "1", "--promote", "2",
+              "--subset", "300", "--holdout", "500", *common).stdout
+    assert "plan:" in out and "rung 0 (screening, 1 ep x 100 img" in out and "this run: trained 4" in out
+    assert "best trial:" in out and f"optuna-dashboard {storage}" in out
+    assert f"nas-export --storage {storage} --study e2e" in out and "nas-train --storage" in out
+    again = run("nas-search", "--trials", "1", *common).stdout  # resumes with the study's own settings
+    assert "resumed" in again and "1 ep x 100 img" in again
+    refused = run("nas-search", "--trials", "2", "--budget", "8000", *common, ok=False)
+    assert_one_line_error(refused, "--budget: study 'e2e' was created with budget 20000, this run asks for 8000")
+    retrained = json.loads(run("nas-train", "--storage", storage, "--study", "e2e", "--trial", "best", "--seeds", "0,1",
+                               "--epochs", "1", "--subset", "500", "--data-dir", str(real_mnist_dir), "--json").stdout)
+    import optuna
+
+    trial = optuna.load_study(study_name="e2e", storage=storage).trials[retrained["trial"]]
+    assert trial.user_attrs["retrain_test_acc"] == retrained["test_acc"] and trial.user_attrs["retrain_seeds"] == [0, 1]
+    assert trial.user_attrs["retrain_mean"] == pytest.approx(retrained["mean"])
     model = tmp_path / "best.pt"
     out = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(model), "--epochs", "1",
               "--data-dir", str(real_mnist_dir), "--device", "cpu").stdout

@@ -64,7 +64,7 @@ def test_augmentation_draws_per_image_parameters():
 
 
 @pytest.mark.parametrize("schedule, extra, per_batch", [
-    ("none", {}, False), ("step", {"step_size": 2}, False), ("multistep", {"milestones": (1, 2)}, False),
+    ("none", {}, False), ("step", {"step_size": 2}, True), ("multistep", {"milestones": (1, 2)}, True),
     ("onecycle", {}, True), ("cosine", {}, True),
 ])
 def test_every_schedule_trains(splits, schedule, extra, per_batch):
@@ -75,6 +75,30 @@ def test_every_schedule_trains(splits, schedule, extra, per_batch):
     assert (sched is None) == (schedule == "none") and stepped_per_batch == per_batch
     result = train(SMALL, replace(recipe, epochs=2), splits, "cpu")
     assert result.stopped is None and math.isfinite(result.epochs[-1].train_loss)
+
+
+def lr_trajectory(recipe, steps_per_epoch):
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=recipe.lr)
+    sched, _ = make_scheduler(opt, recipe, steps_per_epoch)
+    lrs = []
+    for _ in range(recipe.epochs * steps_per_epoch):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_a_compressed_multistep_recipe_decays_at_the_same_share_of_training():
+    recipe = Recipe(lr=0.1, schedule="multistep", milestones=(10, 15), gamma=0.1, epochs=20)
+    full = lr_trajectory(recipe, 10)
+    # whole epochs: the rate drops after epoch 10 and after epoch 15, as per-epoch MultiStepLR does
+    assert full[99] == pytest.approx(0.1) and full[100] == pytest.approx(0.01) and full[150] == pytest.approx(0.001)
+    short = recipe.compressed(4)
+    assert short.epochs == 4 and short.milestones == (2.0, 3.0)
+    squeezed = lr_trajectory(short, 10)
+    assert squeezed[19] == pytest.approx(0.1) and squeezed[20] == pytest.approx(0.01) and squeezed[30] == pytest.approx(0.001)
+    odd = Recipe(lr=0.1, schedule="step", step_size=10, gamma=0.5, epochs=19).compressed(3)
+    assert odd.step_size == pytest.approx(1.5789) and lr_trajectory(odd, 19)[30] == pytest.approx(0.05)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])

@@ -1,147 +1,195 @@
-"""The search on real SQLite files, real Optuna studies and real (tiny) training runs."""
+"""The search end to end on real SQLite files, real Optuna studies and real (tiny) training runs."""
 
+import threading
+import time
 from dataclasses import replace
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.data import DataError, load_mnist, make_splits
-from nas.search import SearchConfig, Worker, best_trials, candidate_of, make_storage, open_study, run_search, trials_table
-from nas.space import SearchSpace
-
-from conftest import REPO_SPACE
+from nas import study as study_module
+from nas.config import SearchConfig, SettingError
+from nas.data import DataError
+from nas.record import TrialRecord, candidate_of, key_of
+from nas.results import best_trials, trials_table
+from nas.search import read_search, run_search
+from nas.study import make_storage
 
 REFERENCES = ["ref-19970", "ref-10066", "ref-19712", "ref-19750", "ref-18520"]
+ONE_RUNG = dict(epochs=2, rungs=(), holdout=200, subset=300)
+TWO_RUNGS = dict(epochs=2, rungs=("1x100",), finalists=2, promote=2, holdout=200, subset=300)
 
 
 @pytest.fixture
 def config(tiny_mnist_dir, tmp_path):
-    return SearchConfig(space=str(REPO_SPACE), storage=f"sqlite:///{tmp_path}/s.db", study="t", epochs=2, trials=7,
-                        holdout=200, subset=300, device="cpu", data_dir=str(tiny_mnist_dir), verify_data=False, seed=0)
+    return SearchConfig(storage=f"sqlite:///{tmp_path}/s.db", study="t", settings=ONE_RUNG, trials=7, device="cpu",
+                        data_dir=str(tiny_mnist_dir), verify_data=False, seed=0)
 
 
-def load(config):
-    return optuna.load_study(study_name=config.study, storage=config.storage)
+def load(config, name="t"):
+    return optuna.load_study(study_name=name, storage=config.storage)
+
+
+def records(study):
+    return [(t, TrialRecord.of(t)) for t in study.get_trials()]
 
 
 def test_a_new_study_starts_from_the_references_and_records_every_trial(config):
-    finished = []
-    summary = run_search(config, on_finished=finished.append)
+    summary = run_search(config)
     study = load(config)
-    trials = study.get_trials()
-    assert [t.user_attrs.get("reference") for t in trials[:5]] == REFERENCES
-    assert [t.user_attrs["params"] for t in trials[:5]] == [19970, 10066, 19712, 19750, 18520]
-    trained = [t for t in trials if t.user_attrs.get("trained")]
-    assert summary.new_study and summary.counts["trained"] == len(trained) >= 7
-    assert [t.number for t in finished] == [t.number for t in trials if t.state.is_finished()]
-    for t in trained:
-        a = t.user_attrs
-        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        assert set(t.intermediate_values) == set(range(1, a["epochs_run"] + 1))
-        assert {"params", "flops", "spec", "val_acc", "test_acc", "epoch_seconds", "device", "seed"} <= set(a)
-        assert a["params"] < 20_000 and t.constraints["params"] <= 0
-        assert candidate_of(t).key == a["key"]  # the database alone rebuilds the candidate
-        assert len(a["epoch_seconds"]) == a["epochs_run"] and a["device"] == "cpu"
-    assert study.user_attrs["nas"]["budget"] == 20_000
+    pairs = records(study)
+    assert [r.name for _, r in pairs[:5]] == REFERENCES
+    assert [r.params for _, r in pairs[:5]] == [19970, 10066, 19712, 19750, 18520]
+    trained = [(t, r) for t, r in pairs if r.trained]
+    assert summary.new_study and summary.counts["trained"] == len(trained) >= 7 and summary.stopped == "trials"
+    for t, r in trained:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED) and r.outcome in ("complete", "pruned")
+        assert set(t.intermediate_values) == set(range(1, r.epochs + 1))  # one fidelity: curves for the pruner
+        assert r.val_acc is not None and r.test_acc is not None and r.seed is not None and r.device == "cpu"
+        assert r.params < 20_000 and t.constraints["params"] <= 0 and r.rung == 0
+        assert r.train_us > 0 and r.eval_us > 0 and r.fidelity == "2 ep x 300 img"
+        assert candidate_of(t).key == key_of(t)  # the database alone rebuilds the candidate
+        assert "spec" not in t.user_attrs and len(str(t.user_attrs)) < 600  # short enough for the trial table
+    assert study.user_attrs["nas"]["budget"] == 20_000 and study.metric_names == ["validation accuracy"]
+
+
+def test_rungs_screen_cheaply_and_train_only_the_best_at_full_fidelity(config):
+    cfg = replace(config, settings=TWO_RUNGS, trials=6)
+    summary = run_search(cfg)
+    screening, final = load(cfg, "t.rung0"), load(cfg)
+    screened = [(t, r) for t, r in records(screening) if r.trained]
+    assert len(screened) == 6 and all(r.fidelity == "1 ep x 100 img" and r.epochs == 1 for _, r in screened)
+    assert all(t.intermediate_values == {} and r.test_acc is None for t, r in screened)  # no test at screening
+    finals = records(final)
+    assert len(finals) == 2 and summary.stopped == "done"
+    best_two = sorted(screened, key=lambda tr: (-tr[1].val_acc, tr[0].number))[:2]
+    assert [r.promoted_from for _, r in finals] == [t.number for t, _ in best_two]
+    promoted = {r.promoted_to for _, r in records(screening) if r.promoted_to is not None}
+    assert promoted == {t.number for t, _ in finals}
+    for t, r in finals:
+        assert r.fidelity == "2 ep x 300 img" and r.epochs == 2 and r.test_acc is not None
+        assert set(t.intermediate_values) == {1, 2} and candidate_of(t).recipe.epochs == 2
+        assert t.params == screening.trials[r.promoted_from].params  # the same candidate, trained longer
+    assert best_trials(final)[0].number in (0, 1)
+    assert summary.rung_counts[0]["trained"] == 6 and summary.rung_counts[1]["trained"] == 2
+
+
+def test_a_timeout_run_plans_the_rungs_and_ends_with_a_full_fidelity_winner(config):
+    cfg = replace(config, settings=TWO_RUNGS, trials=None, timeout=15)
+    summary = run_search(cfg)
+    assert summary.stopped == "done" and best_trials(load(cfg)) and summary.rung_counts[0]["trained"] >= 5
+    assert summary.seconds < 15 * 1.5
 
 
 def test_over_budget_candidates_are_rejected_untrained_and_infeasible(config):
-    summary = run_search(replace(config, budget=15_000, trials=2))
-    trials = load(config).get_trials()
-    rejected = [t for t in trials if "rejected" in t.user_attrs]
+    summary = run_search(replace(config, settings={**ONE_RUNG, "budget": 15_000}, trials=2))
+    rejected = [(t, r) for t, r in records(load(config)) if r.outcome == "rejected"]
     # four of the five references have 15,000 parameters or more
-    assert {t.user_attrs["reference"] for t in rejected if "reference" in t.user_attrs} == {
-        "ref-19970", "ref-19712", "ref-19750", "ref-18520"}
+    assert {r.name for _, r in rejected if r.name} == {"ref-19970", "ref-19712", "ref-19750", "ref-18520"}
     assert summary.counts["rejected"] == len(rejected) >= 4 and summary.counts["trained"] >= 2
-    for t in rejected:
-        assert t.state == TrialState.PRUNED and t.intermediate_values == {}
-        assert t.constraints["params"] == t.user_attrs["params"] - 15_000 + 1 > 0
-        assert not t.user_attrs["trained"] and "val_acc" not in t.user_attrs
-        assert "not fewer than the budget of 15,000" in t.user_attrs["rejected"]
+    for t, r in rejected:
+        assert t.state == TrialState.PRUNED and t.intermediate_values == {} and r.val_acc is None
+        assert t.constraints["params"] == r.params - 15_000 + 1 > 0
+        assert t.system_attrs["constraints"] == [r.params - 15_000 + 1]  # what optuna-dashboard 0.21 reads
+        assert "not fewer than the budget of 15,000" in r.reason
 
 
-def test_resume_grows_the_same_study_and_refuses_other_settings(config):
+def test_resume_takes_the_studys_settings_and_refuses_only_what_differs(config):
     run_search(replace(config, trials=6))
-    second = run_search(replace(config, trials=2))
+    second = run_search(replace(config, settings={}, trials=2))  # no settings repeated
     study = load(config)
-    assert not second.new_study and second.counts["duplicates"] == 0  # a resumed run proposes anew
-    assert sum(bool(t.user_attrs.get("trained")) for t in study.get_trials()) >= 8
-    assert sum("reference" in t.user_attrs for t in study.get_trials()) == 5  # enqueued once
+    assert not second.new_study and second.counts["duplicate"] == 0  # a resumed run proposes anew
+    assert sum(TrialRecord.of(t).trained for t in study.get_trials()) >= 8
+    assert sum(bool(TrialRecord.of(t).name) for t in study.get_trials()) == 5  # queued once
     before = len(study.get_trials())
-    for change, message in ((dict(budget=8000), "created with --budget 20000, this run asks for --budget 8000"),
-                            (dict(epochs=3), "--epochs 2"), (dict(holdout=300), "--holdout 200"), (dict(subset=None), "--subset 300"),
-                            (dict(objectives=("accuracy", "params")), "--objectives")):
-        with pytest.raises(ValueError, match=message):
-            run_search(replace(config, **change))
+    for change, name in ((dict(budget=8000), "budget"), (dict(epochs=3), "epochs"), (dict(holdout=300), "holdout"),
+                         (dict(subset=None), "subset"), (dict(objectives=("accuracy", "params")), "objectives")):
+        with pytest.raises(SettingError, match="was created with") as caught:
+            run_search(replace(config, settings=change))
+        assert caught.value.name == name
     assert len(load(config).get_trials()) == before  # a refused run writes nothing
+    assert read_search(replace(config, settings={"budget": 20_000})).exists  # the same value is fine
 
 
 def test_a_duplicate_candidate_reuses_the_earlier_result(config):
-    space = SearchSpace.from_file(REPO_SPACE)
-    study, _ = open_study(replace(config, references=False), space, make_storage(config.storage))
+    from nas.space import SearchSpace
+    from nas.search import create_or_finish, default_space_path
+    from nas.study import enqueue
+
+    cfg = replace(config, settings={**ONE_RUNG, "references": False})
+    create_or_finish(cfg, read_search(cfg), make_storage(cfg.storage))
+    space = SearchSpace.from_file(default_space_path())
     a, b = space.references["ref-10066"], dict(space.references["ref-10066"], s2_c2_ch=24)
     for params in (a, a, b):
-        study.enqueue_trial(params)
-    summary = run_search(replace(config, trials=2, references=False))
-    t0, t1, t2 = load(config).get_trials()[:3]
-    assert t0.user_attrs["trained"] and t2.user_attrs["trained"]
-    assert t1.user_attrs["duplicate_of"] == 0 and not t1.user_attrs["trained"]
-    assert t1.value == t0.value and t1.user_attrs["test_acc"] == t0.user_attrs["test_acc"]
-    assert t1.intermediate_values == t0.intermediate_values
-    assert summary.counts == {"trained": 2, "complete": 2, "pruned": 0, "rejected": 0, "duplicates": 1, "failed": 0}
+        enqueue(load(cfg), params, TrialRecord())
+    summary = run_search(replace(cfg, trials=2))
+    (t0, r0), (t1, r1), (t2, r2) = records(load(cfg))[:3]
+    assert r0.trained and r2.trained and r1.outcome == "duplicate" and r1.duplicate_of == 0 and not r1.trained
+    assert t1.value == t0.value and r1.test_acc == r0.test_acc and t1.intermediate_values == t0.intermediate_values
+    assert summary.counts["trained"] == 2 and summary.counts["duplicate"] == 1
 
 
-def test_pruned_trials_stop_early_and_keep_their_curve(config, tiny_mnist_dir):
-    space = SearchSpace.from_file(REPO_SPACE)
-    storage = make_storage(config.storage)
-    cfg = replace(config, epochs=4, trials=1, references=False)
-    open_study(cfg, space, storage)
-    study = optuna.load_study(study_name="t", storage=storage, pruner=optuna.pruners.ThresholdPruner(lower=1.1))
-    study.enqueue_trial(space.references["ref-10066"])
-    data = make_splits(load_mnist(tiny_mnist_dir, verify=False), 200)
-    Worker(cfg, "run", study, space, data, "cpu", storage).run(deadline=None)
-    t = study.get_trials()[0]
-    assert t.state == TrialState.PRUNED and t.user_attrs["epochs_run"] == 1
-    assert list(t.intermediate_values) == [1] and t.user_attrs["trained"]
-    assert "stopped by the caller after epoch 1" in t.user_attrs["stopped"]
+def test_pruned_trials_stop_early_and_keep_their_curve(config, monkeypatch):
+    from nas import search
+
+    monkeypatch.setattr(search, "make_pruner", lambda name, epochs: optuna.pruners.ThresholdPruner(lower=1.1))
+    cfg = replace(config, settings={**ONE_RUNG, "epochs": 4, "references": False}, trials=1)
+    run_search(cfg)
+    t, r = records(load(cfg))[0]
+    assert t.state == TrialState.PRUNED and r.outcome == "pruned" and r.epochs == 1
+    assert list(t.intermediate_values) == [1] and "stopped by the caller after epoch 1" in r.reason
 
 
 def test_two_worker_processes_share_one_sqlite_file(config):
     summary = run_search(replace(config, jobs=2, trials=6))
-    trials = load(config).get_trials()
-    assert all(t.state != TrialState.FAIL for t in trials)
-    refs = [t.user_attrs["reference"] for t in trials if "reference" in t.user_attrs]
-    assert sorted(refs) == sorted(REFERENCES)  # each enqueued reference ran exactly once
+    pairs = records(load(config))
+    assert all(t.state != TrialState.FAIL for t, _ in pairs)
+    assert sorted(r.name for _, r in pairs if r.name) == sorted(REFERENCES)  # each reference ran exactly once
     assert summary.counts["trained"] >= 6 and summary.counts["failed"] == 0
-    seeds = {t.user_attrs["seed"] for t in trials if t.user_attrs.get("trained")}
-    assert len(seeds) == summary.counts["trained"]
+    seeds = [r.seed for _, r in pairs if r.trained]
+    assert len(set(seeds)) == len(seeds) == summary.counts["trained"]
 
 
 def test_multi_objective_search_ends_with_a_pareto_front(config):
-    cfg = replace(config, objectives=("accuracy", "params"), sampler="nsga2", trials=6)
+    cfg = replace(config, settings={**ONE_RUNG, "objectives": ("accuracy", "params")}, sampler="nsga2", trials=6)
     run_search(cfg)
     study = load(cfg)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     front = best_trials(study)
-    assert front and all(t.values[1] == t.user_attrs["params"] for t in front)
+    assert front and all(t.values[1] == TrialRecord.of(t).params for t in front)
     assert all(t.intermediate_values == {} for t in study.get_trials())  # no pruning, no reports
     assert trials_table(study)["val_acc"].notna().all()
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(objectives=("params",)), "--objectives must be accuracy"),
-    (dict(objectives=("accuracy", "params"), pruner="median"), "cannot prune trials with several objectives"),
-    (dict(sampler="cmaes"), "--sampler must be one of"),
-    (dict(trials=0), "--trials must be at least 1"),
+@pytest.mark.parametrize("change, name", [
+    (dict(settings={"objectives": ("params",)}), "objectives"),
+    (dict(settings={"objectives": ("accuracy", "params"), "rungs": ("1x100",)}), "rungs"),
+    (dict(settings={"rungs": ("2x100", "1x50")}), "rungs"),
+    (dict(settings={"rungs": ("3",), "epochs": 2}), "rungs"),
+    (dict(settings={"budget": 0}), "budget"),
+    (dict(settings={"bogus": 1}), "bogus"),
+    (dict(sampler="cmaes"), "sampler"),
+    (dict(trials=0), "trials"),
+    (dict(timeout=float("nan")), "timeout"),
+    (dict(seed=-1), "seed"),
+    (dict(study=""), "study"),
+    (dict(study="a\x1b[31mb"), "study"),
 ])
-def test_bad_settings(config, change, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_settings_name_their_parameter(config, change, name):
+    with pytest.raises(SettingError) as caught:
         replace(config, **change)
+    assert caught.value.name == name
+
+
+def test_an_impossible_budget_is_refused_before_any_training(config, tmp_path):
+    with pytest.raises(SettingError, match="raise the budget") as caught:
+        run_search(replace(config, settings={**ONE_RUNG, "budget": 100}))
+    assert caught.value.name == "budget" and not (tmp_path / "s.db").exists()
 
 
 def test_bad_storage_and_data_fail_before_any_write(config, tmp_path):
-    with pytest.raises(ValueError, match="cannot open storage"):
+    with pytest.raises(SettingError, match="cannot open storage"):
         run_search(replace(config, storage="nosuchdb://x"))
     with pytest.raises(DataError, match="does not exist"):
         run_search(replace(config, data_dir=str(tmp_path / "nowhere")))
@@ -149,22 +197,78 @@ def test_bad_storage_and_data_fail_before_any_write(config, tmp_path):
 
 
 def test_a_dead_workers_trial_is_retried_by_the_next_run(config, monkeypatch):
-    import time
+    monkeypatch.setattr(study_module, "STALE_SECONDS", 2.0)
+    cfg = replace(config, settings={**ONE_RUNG, "references": False}, trials=1)
+    from nas.search import create_or_finish
+    from nas.space import SearchSpace
+    from nas.search import default_space_path
+    from nas.study import enqueue
 
-    from nas import search
-
-    monkeypatch.setattr(search, "HEARTBEAT_SECONDS", 1)  # stale after 4 s instead of 2 minutes
-    space = SearchSpace.from_file(REPO_SPACE)
-    storage = make_storage(config.storage)
-    study, _ = open_study(replace(config, references=False), space, storage)
-    study.enqueue_trial(space.references["ref-10066"], user_attrs={"reference": "ref-10066"})
-    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna expects optimize(); our loop beats itself
-        taken = study.ask()  # a worker took it, beat once, and was killed
-    storage.record_heartbeat(taken._trial_id)
-    time.sleep(5)
-    summary = run_search(replace(config, trials=1, references=False))
-    first, retry = load(config).get_trials()[:2]
-    assert first.state == TrialState.FAIL
-    assert retry.state == TrialState.COMPLETE and retry.user_attrs["params"] == 10066  # the same candidate
-    assert retry.user_attrs["reference"] == "ref-10066" and retry.user_attrs["trained"]
+    create_or_finish(cfg, read_search(cfg), make_storage(cfg.storage))
+    space = SearchSpace.from_file(default_space_path())
+    enqueue(load(cfg), space.references["ref-10066"], TrialRecord(name="ref-10066"))
+    load(cfg).ask()  # a worker took it and was killed before its first heartbeat
+    time.sleep(2.5)
+    summary = run_search(cfg)
+    (first, r_first), (retry, r_retry) = records(load(cfg))[:2]
+    assert first.state == TrialState.FAIL and r_first.outcome == "interrupted"
+    assert retry.state == TrialState.COMPLETE and r_retry.params == 10066 and r_retry.name == "ref-10066"
+    assert r_retry.retry_of == first.number and r_retry.retries == 0  # a kill is not a failure
     assert summary.counts["trained"] == 1
+
+
+def test_ctrl_c_queues_the_running_trial_again_and_the_same_command_resumes(config, monkeypatch):
+    from nas import worker
+
+    real_train = worker.train
+    calls = {"n": 0}
+
+    def interrupted_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "train", interrupted_once)
+    cfg = replace(config, trials=3)
+    summary = run_search(cfg)
+    assert summary.signal == 2 and summary.stopped == "SIGINT" and summary.counts["interrupted"] == 1
+    pairs = records(load(cfg))
+    cut = [(t, r) for t, r in pairs if r.outcome == "interrupted"]
+    assert len(cut) == 1 and cut[0][0].state == TrialState.FAIL and cut[0][1].name == "ref-10066"
+    waiting = [(t, r) for t, r in pairs if t.state == TrialState.WAITING and r.retry_of == cut[0][0].number]
+    assert len(waiting) == 1
+    run_search(replace(cfg, trials=4))  # the three references still queued, then the retry
+    names = [r.name for t, r in records(load(cfg)) if t.state == TrialState.COMPLETE and r.name]
+    assert sorted(names) == sorted(REFERENCES)  # each trained to the end exactly once
+
+
+def test_a_half_made_study_is_finished_by_the_next_run(config):
+    from nas.search import OBJECTIVE_NAMES  # noqa: F401 - the module the creator lives in
+    from nas.study import ensure_study
+
+    storage = make_storage(config.storage)
+    ensure_study(storage, "t", ["maximize"])  # the first run died right after creating the study
+    run_search(replace(config, trials=1))
+    study = load(config)
+    assert study.user_attrs["nas"]["epochs"] == 2
+    assert sorted(TrialRecord.of(t).name for t in study.get_trials() if TrialRecord.of(t).name) == sorted(REFERENCES)
+
+
+def test_two_runs_creating_one_study_at_once_both_work_on_it(config):
+    errors, summaries = [], []
+
+    def go():
+        try:
+            summaries.append(run_search(replace(config, trials=1)))
+        except BaseException as e:  # noqa: BLE001 - the test reports any
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and sorted(s.new_study for s in summaries) == [False, True]
+    names = [TrialRecord.of(t).name for t in load(config).get_trials() if TrialRecord.of(t).name]
+    assert sorted(names) == sorted(REFERENCES)
