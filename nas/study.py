@@ -268,30 +268,35 @@ def requeue(study: optuna.Study, trial: FrozenTrial, outcome: str, reason: str) 
     """End a RUNNING trial as FAIL (``outcome`` interrupted or failed) and queue it again with the
     same parameters, unless it is a real failure past MAX_RETRIES. Returns the new trial's number.
 
-    Call under the storage lock. Returns None, changing nothing, if the trial is no longer RUNNING
-    (another process handled it first).
+    Call under the storage lock. The copy is queued first and the trial failed after, so a kill
+    in between leaves a RUNNING trial that the next check handles again, finding its copy there
+    (``retry_of``): nothing is lost and nothing queued twice. Returns None if the trial is no
+    longer RUNNING (another process handled it first).
     """
     storage = study._storage
+    if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        return None
     record = TrialRecord.of(trial)
+    retries = record.retries + (outcome == "failed")
+    number = next((t.number for t in study.get_trials(deepcopy=False)
+                   if TrialRecord.of(t).retry_of == trial.number), None)
+    if number is None and not (outcome == "failed" and retries > MAX_RETRIES):
+        again = TrialRecord(rung=record.rung, fidelity=record.fidelity, name=record.name, bracket=record.bracket,
+                            seed=record.seed if record.promoted_from is not None else None,
+                            promoted_from=record.promoted_from, retries=retries, retry_of=trial.number)
+        fixed = trial.system_attrs.get("fixed_params")
+        template = optuna.trial.create_trial(
+            state=TrialState.WAITING, params=None if fixed else trial.params,
+            distributions=None if fixed else trial.distributions, user_attrs=again.attrs(),
+            system_attrs={"fixed_params": fixed} if fixed else {})
+        number = storage.get_trial_number_from_id(storage.create_new_trial(study._study_id, template_trial=template))
     try:
-        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            return None
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return None
     set_finished_trial_user_attr(storage, trial._trial_id, "outcome", outcome)
     set_finished_trial_user_attr(storage, trial._trial_id, "reason", reason[:300])
-    retries = record.retries + (outcome == "failed")
-    if outcome == "failed" and retries > MAX_RETRIES:
-        return None
-    again = TrialRecord(rung=record.rung, fidelity=record.fidelity, name=record.name, bracket=record.bracket,
-                        promoted_from=record.promoted_from, retries=retries, retry_of=trial.number)
-    fixed = trial.system_attrs.get("fixed_params")
-    template = optuna.trial.create_trial(
-        state=TrialState.WAITING, params=None if fixed else trial.params,
-        distributions=None if fixed else trial.distributions, user_attrs=again.attrs(),
-        system_attrs={"fixed_params": fixed} if fixed else {})
-    trial_id = storage.create_new_trial(study._study_id, template_trial=template)
-    return storage.get_trial_number_from_id(trial_id)
+    return number
 
 
 def retry_stale_trials(study: optuna.Study, url: str) -> list[int]:

@@ -56,5 +56,13 @@ def real_mnist_dir() -> Path:
     return REAL_MNIST
 
 
+def command(name: str) -> str:
+    """The installed console script beside this Python (the venv need not be activated)."""
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
 REPO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "mnist_20k.yaml"
 SPACE_FILES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))

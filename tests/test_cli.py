@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_SPACE, write_mnist
-
-
-def command(name):
-    """The installed console script beside this Python (the venv need not be activated)."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
+from conftest import REPO_SPACE, command, write_mnist
 
 
 def run(*args, ok=True, cwd=None):

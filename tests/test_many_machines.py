@@ -1,0 +1,56 @@
+"""Several machines on one study: separate nas-search processes sharing a real PostgreSQL database."""
+
+import re
+import subprocess
+import uuid
+from collections import Counter
+
+import optuna
+import pytest
+
+from conftest import command
+
+PG = dict(host="127.0.0.1", port=5432)
+PASSWORD = "s3cret-pw"  # trust authentication accepts any password; it must never be printed
+
+
+@pytest.fixture
+def pg_url():
+    psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed (pip install -e '.[test]')")
+    try:
+        admin = psycopg.connect(dbname="postgres", connect_timeout=3, autocommit=True, **PG)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL server answers at 127.0.0.1:5432 ({str(e).strip().splitlines()[0]})")
+    name = f"nas_test_{uuid.uuid4().hex[:10]}"
+    user = admin.info.user
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://{user}:{PASSWORD}@127.0.0.1:5432/{name}"
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def test_three_machines_share_one_study_on_postgresql(pg_url, real_mnist_dir):
+    args = [command("nas-search"), "--storage", pg_url, "--study", "shared", "--trials", "3", "--epochs", "1",
+            "--rungs", "1x100", "--finalists", "2", "--promote", "2", "--subset", "300", "--holdout", "500",
+            "--data-dir", str(real_mnist_dir), "--device", "cpu", "--jobs", "1"]
+    env = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"}
+    machines = [subprocess.Popen([*args, "--seed", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env) for i in range(3)]
+    outputs = [m.communicate(timeout=900) for m in machines]
+    for m, (out, err) in zip(machines, outputs):
+        assert m.returncode == 0, err
+        assert PASSWORD not in out + err and "***" in out  # the URL is shown, its password never
+        assert "Traceback" not in err
+    storage = pg_url
+    screening = optuna.load_study(study_name="shared.rung0", storage=storage).get_trials()
+    final = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in screening + final)  # no errors, nothing lost
+    numbers = [t.number for t in screening]
+    assert len(numbers) == len(set(numbers)) == 9  # 3 machines x 3 screened, numbered once each
+    names = Counter(t.user_attrs.get("name") for t in screening if t.user_attrs.get("name"))
+    assert names == Counter({"ref-19970": 1, "ref-10066": 1, "ref-19712": 1, "ref-19750": 1, "ref-18520": 1})
+    trained = [int(re.search(r"this run: trained (\d+)", out).group(1)) for out, _ in outputs]
+    assert sum(trained) == len(screening) + len(final)  # what each machine says it trained adds up
+    assert len(final) == 2 and len({t.user_attrs["promoted_from"] for t in final}) == 2  # promoted once
