@@ -43,7 +43,7 @@ def run_cli(prog: str, main: Callable[[argparse.Namespace], int | None], parser:
         return main(args) or 0
     except SettingError as e:
         fail(prog, f"{flag(e.name)}: {e.message}")
-    except (ValueError, DataError) as e:
+    except (ValueError, DataError, OSError) as e:
         fail(prog, str(e))
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)
@@ -76,32 +76,6 @@ def add_candidate_args(parser: argparse.ArgumentParser, required: bool = True) -
 
 # ---------------------------------------------------------------- nas-show
 
-def describe_layer(layer, in_channels: int) -> str:
-    if layer.op == "conv":
-        extras = ", ".join(x for x in (f"pad {layer.pad}" if layer.pad else "", "" if layer.bias else "no bias") if x)
-        return f"conv {layer.k}x{layer.k} {in_channels}->{layer.out}" + (f" ({extras})" if extras else "")
-    if layer.op == "linear":
-        return f"linear {in_channels}->{layer.out}" + ("" if layer.bias else " (no bias)")
-    if layer.op in ("dropout", "dropout2d"):
-        return f"{layer.op} {layer.p:g}"
-    if layer.op == "leaky_relu":
-        return f"leaky_relu {layer.slope:g}"
-    return {"bn": "batchnorm", "maxpool": "maxpool 2x2", "gap": "global avg pool"}.get(layer.op, layer.op)
-
-
-def layer_table(arch) -> "Any":
-    import pandas as pd
-
-    from nas.builder import plan
-
-    rows, channels = [], arch.in_channels
-    for info in plan(arch):
-        rows.append({"#": info.index, "layer": describe_layer(info.layer, channels),
-                     "output": "x".join(map(str, info.out_shape)), "params": info.params, "flops": info.flops})
-        channels = info.out_shape[0]
-    return pd.DataFrame(rows).set_index("#")
-
-
 def show_main(args: argparse.Namespace) -> int:
     from nas.builder import count_flops, count_params, fvcore_flops
     from nas.presets import load_preset, preset_names
@@ -130,6 +104,8 @@ def show_main(args: argparse.Namespace) -> int:
                           **candidate.to_dict()}))
         return 0
     print(f"{candidate.name or 'spec'}: {candidate.arch.key}")
+    from nas.describe import layer_table
+
     print(layer_table(candidate.arch).to_string(formatters={"params": "{:,}".format, "flops": "{:,}".format}))
     print(f"total: {params:,} parameters, {flops:,} FLOPs per image (fvcore; 1 multiply-add = 1 FLOP)")
     r = candidate.recipe
@@ -608,48 +584,153 @@ def search(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------- nas-export
 
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("nas-mnist", "torch", "optuna", "onnx", "onnxruntime"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def export_main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nas.builder import count_flops, count_params
     from nas.data import load_mnist, make_splits
-    from nas.engine import resolve_device
-    from nas.export import export_candidate
-    from nas.results import candidate_of, find_trial, open_study
+    from nas.engine import resolve_device, resolve_precision, train
+    from nas.export import check_destination, export_folder
+    from nas.record import TrialRecord
+    from nas.study import redact
 
-    study = open_study(args.storage, args.study)
-    name = study.study_name
-    trial = find_trial(study, args.trial)
-    candidate = candidate_of(trial)
+    out = Path(args.out)
+    check_destination(out, args.force)  # before any training
+    trial = study = None
+    if args.preset or args.spec:
+        if args.no_retrain:
+            raise ValueError("--no-retrain needs a trial of a search (its stored weights); a preset or spec is trained")
+        candidate = load_candidate(args)
+        source = {"preset": args.preset} if args.preset else {"spec": str(args.spec)}
+    else:
+        from nas.results import candidate_of, find_trial, open_study
+
+        study = open_study(args.storage, args.study)
+        trial = find_trial(study, args.trial)
+        record = TrialRecord.of(trial)
+        if record.outcome not in ("complete", "duplicate", "diverged", "pruned"):
+            raise ValueError(f"trial {trial.number} of {study.study_name!r} is {record.outcome}, not trained; "
+                             "pick a trained trial (--trial N) or leave --trial out for the best")
+        candidate = replace(candidate_of(trial), name=candidate_of(trial).name or f"{study.study_name}-trial{trial.number}")
+        source = {"storage": redact(args.storage), "study": study.study_name, "trial": trial.number}
+    if args.epochs is not None:
+        candidate = replace(candidate, recipe=candidate.recipe.compressed(check_epochs(args.epochs)))
     device = resolve_device(args.device)
-    data = None if args.spec_only else make_splits(load_mnist(args.data_dir)).to(device)
-    seed = args.seed if args.seed is not None else trial.user_attrs.get("seed", 0)
-    epochs = args.epochs or candidate.recipe.epochs
-    print(f"trial {trial.number} of {name!r}: {trial.user_attrs.get('params', 0):,} params, "
-          f"val {trial.user_attrs.get('val_acc', float('nan')):.2%} in the search"
-          + ("" if args.spec_only else f"; training {epochs} epochs on all 60,000 images, seed {seed}, device {device}"))
+    precision = resolve_precision(args.precision, device)
+    data = make_splits(load_mnist(args.data_dir))  # all 60,000 training images; the test set checks the formats
+    params, flops = count_params(candidate.arch), count_flops(candidate.arch)
+    seed = args.seed if args.seed is not None else (TrialRecord.of(trial).seed if trial is not None else 0) or 0
+    label = f"trial {trial.number} of {study.study_name!r}" if trial is not None else candidate.name
+    metrics: dict[str, Any] = {"name": candidate.name, "params": params, "flops": flops, "source": source}
+    if trial is not None:
+        r = TrialRecord.of(trial)
+        metrics.update(search_val_acc=r.val_acc, search_test_acc=r.test_acc, search_fidelity=r.fidelity)
+    if args.no_retrain:
+        from nas.artifacts import artifact_dir, load_weights
+        from nas.builder import build_model
+        from nas.engine import accuracy
 
-    def on_epoch(m) -> None:
-        print(f"epoch {m.epoch:2d}/{epochs}  loss {m.train_loss:.4f}  {m.seconds:.1f} s")
+        model = build_model(candidate.arch)
+        model.load_state_dict(load_weights(trial, study._storage, artifact_dir(args.storage, args.artifacts)))
+        test_acc = accuracy(model.eval(), data.test_images, data.test_labels)
+        r = TrialRecord.of(trial)
+        print(f"{label}: {params:,} params; its weights from the search ({r.fidelity}, seed {r.seed}), not retrained")
+        metrics.update(weights="the trial's own weights from the search (trained without the validation images)",
+                       retrained=False, seed=r.seed, epochs=r.epochs, test_acc=test_acc)
+    else:
+        data = data.to(device)
+        recipe = candidate.recipe
+        print(f"{label}: {params:,} params; training {recipe.epochs} epochs on all {len(data.train_labels):,} "
+              f"training images, seed {seed}, device {device}, {precision}")
+        bar = tqdm(total=len(data.train_labels), unit="img", leave=False, disable=None, file=sys.stderr,
+                   desc=f"epoch 1/{recipe.epochs}")
 
-    result = export_candidate(candidate, Path(args.out), data, str(device), seed, epochs,
-                              meta={"study": name, "trial": trial.number}, on_epoch=on_epoch)
-    print(f"spec:  {result.spec_path}")
-    if result.model_path:
-        print(f"model: {result.model_path} (final-epoch test acc {result.test_acc:.2%}); "
-              "load it with nas.export.load_model")
+        def on_epoch(m) -> None:
+            bar.write(f"epoch {m.epoch:2d}/{recipe.epochs}  loss {m.train_loss:.4f}  {m.seconds:.1f} s")
+            bar.reset()
+            bar.set_description(f"epoch {min(m.epoch + 1, recipe.epochs)}/{recipe.epochs}")
+
+        result = train(candidate.arch, recipe, data, device, seed, on_epoch=on_epoch, on_batch=bar.update,
+                       precision=precision)
+        bar.close()
+        if result.stopped:
+            raise ValueError(f"training did not finish ({result.stopped}); nothing written")
+        model, test_acc = result.model, result.test_acc
+        metrics.update(weights="retrained on all 60,000 training images", retrained=True, seed=seed,
+                       epochs=recipe.epochs, precision=precision, test_acc=test_acc)
+    metrics.update(settings={k: (redact(v) if k == "storage" and v else v) for k, v in vars(args).items()},
+                   versions=versions())
+    result = export_folder(model, candidate, metrics, out, data.test_images[:1000], force=args.force)
+    for p in result.parity:
+        print(p.line())
+    print(f"final-epoch test acc {test_acc:.2%}; wrote {out}/: model.pt, model.pt2, model.onnx, spec.json, metrics.json")
+    print(f"  load: torch.export.load('{out}/model.pt2').module(), or onnxruntime.InferenceSession('{out}/model.onnx')")
     return 0
 
 
 def export(argv: list[str] | None = None) -> int:
     from nas.config import DEFAULT_STORAGE
 
-    parser = argparse.ArgumentParser(prog="nas-export", description="Export a study's best trial (or --trial N): "
-                                     "its spec file, and a model file trained on all 60,000 images.")
+    parser = argparse.ArgumentParser(prog="nas-export", description="Export a network as a folder that runs without "
+                                     "this package: model.pt, model.pt2 (torch.export), model.onnx, spec.json, "
+                                     "metrics.json; every format is checked against PyTorch on 1,000 test images "
+                                     "before anything is written. Default: the best trial, retrained on all 60,000 "
+                                     "training images.")
+    group = add_candidate_args(parser, required=False)
+    group.add_argument("--trial", metavar="N", help="trial number of the search (default: the best)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
-    parser.add_argument("--study", help="study name (default: the only study in the storage)")
-    parser.add_argument("--trial", type=int, help="trial number (default: the best feasible trial)")
-    parser.add_argument("--out", default="best.pt", help="model file; the spec goes beside it as .json")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--spec-only", action="store_true", help="write only the spec file, no training")
+    parser.add_argument("--study", help="study name (default: the storage's only search)")
+    parser.add_argument("--out", default="best", help="output folder (default best)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--no-retrain", action="store_true", help="export the trial's weights from the search "
+                        "(stored as an Optuna artifact) instead of retraining")
+    parser.add_argument("--artifacts", metavar="DIR", help="the search's artifact folder (default: beside the storage)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs (its schedule is compressed)")
+    parser.add_argument("--precision", default="auto", help="training: auto (default), fp32 or bf16")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the four MNIST files")
-    parser.add_argument("--seed", type=int, help="default: the trial's seed")
+    parser.add_argument("--seed", type=int, help="default: the trial's seed (0 for a preset or spec)")
     return run_cli("nas-export", export_main, parser, argv)
+
+
+# ---------------------------------------------------------------- nas-report
+
+
+def report_main(args: argparse.Namespace) -> int:
+    from nas.report import write_report
+    from nas.results import open_study
+
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    study = open_study(args.storage, args.study)
+    figures = write_report(study, Path(args.out), Path(args.csv) if args.csv else None, args.top)
+    print(f"wrote {args.out}: {figures} figures, plotly.js inline (opens offline)"
+          + (f"; {args.csv}: one row per trial" if args.csv else ""))
+    return 0
+
+
+def report(argv: list[str] | None = None) -> int:
+    from nas.config import DEFAULT_STORAGE
+
+    parser = argparse.ArgumentParser(prog="nas-report", description="Write one self-contained HTML page of a search "
+                                     "(history, accuracy against size with the references, learning curves, "
+                                     "importances, rungs, budget, top trials) and optionally a CSV of its trials.")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--study", help="study name (default: the storage's only search)")
+    parser.add_argument("--out", default="report.html", help="HTML file (default report.html)")
+    parser.add_argument("--csv", metavar="FILE", help="also write one row per trial (every rung) to this CSV file")
+    parser.add_argument("--top", type=int, default=10, help="rows of the top-trials tables (default 10)")
+    return run_cli("nas-report", report_main, parser, argv)

@@ -121,6 +121,7 @@ class SearchConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast where the hardware has it (see nas.engine)
     data_dir: str | None = None
+    artifacts: str | None = None  # folder of the trials' weights; default beside the storage (nas.artifacts)
     verify_data: bool = True  # False only for tests' small IDX files
 
     def __post_init__(self) -> None:

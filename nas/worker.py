@@ -29,11 +29,16 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_dashboard import save_note
+
+from nas.artifacts import artifact_dir, save_weights
 from nas.budget import check_budget
 from nas.builder import count_flops
 from nas.config import SearchConfig, StudySettings
 from nas.data import Splits, stratified_first
+from nas.dashboard import refresh_figure, save_trial_note, trial_note
 from nas.engine import train
+from nas.export import state_bytes
 from nas.fidelity import Rates, Rung, ranked, reserve_seconds
 from nas.record import TrialRecord, key_of, set_finished_trial_user_attr, write_candidate
 from nas.space import SearchSpace
@@ -41,6 +46,7 @@ from nas.spec import Candidate
 from nas.study import beat, enqueue, heartbeat, requeue, retry_stale_trials, storage_lock
 
 MAX_UNTRAINED_IN_A_ROW = 500  # rejected or duplicate proposals before giving up on the sampler
+FIGURE_EVERY = 25  # screening trials between refreshes of the study's figure in the dashboard
 MAX_FAILURES_IN_A_ROW = 3  # trials ending in an error before the worker gives up (each is retried later)
 WAIT_SECONDS = 2.0  # poll interval while other workers finish a rung
 
@@ -166,6 +172,8 @@ class Worker:
                      train_us=round(1e6 * train_seconds / (len(data.train_labels) * last.epoch), 3),
                      eval_us=round(1e6 * eval_seconds / max(1, evaluations * len(data.val_labels)), 3),
                      reason=result.stopped)
+        if rung.final:  # the weights worth keeping: downloadable in the dashboard, exported by --no-retrain
+            save_weights(trial, state_bytes(result.model), artifact_dir(s.config.storage, s.config.artifacts))
         if outcome == "pruned":
             return TrialState.PRUNED, None
         return TrialState.COMPLETE, self.values(val, verdict.params, record.flops)
@@ -211,8 +219,12 @@ class Worker:
         except Exception as e:
             self._give_back(study, trial, "failed", f"{type(e).__name__}: {e}")
             raise
+        save_note(trial, trial_note(study._storage.get_trial(trial._trial_id)))
         frozen = study.tell(trial, values, state=state)
         self.reporter.trial_finished(rung, frozen)
+        self.finished_here += 1
+        if rung.final or self.finished_here % FIGURE_EVERY == 0:
+            refresh_figure(study, f"{study.study_name}: validation accuracy at {rung.label} against parameters")
         return frozen
 
     def _give_back(self, study: optuna.Study, trial: optuna.Trial, outcome: str, reason: str) -> None:
@@ -223,6 +235,7 @@ class Worker:
 
     bracket: int = 0
     failures_in_a_row: int = 0
+    finished_here: int = 0
 
     def run(self, deadline: float | None, trials: int | None) -> str:
         """Work until the plan is done; returns why it stopped: "done" (the final rung of the round
@@ -334,6 +347,7 @@ class Worker:
                                  TrialRecord(rung=to.index, fidelity=to.label, name=was.name, seed=was.seed,
                                              bracket=self.bracket, promoted_from=t.number))
                 set_finished_trial_user_attr(s.storage, t._trial_id, "promoted_to", number)
+                save_trial_note(s.studies[to.index - 1], t._trial_id)
         self.reporter.message(f"rung {to.index - 1} done: the best {len(chosen)} of {len(pool)} go up to "
                               f"rung {to.index} ({to.label})")
 

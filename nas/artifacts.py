@@ -1,0 +1,54 @@
+"""Trial weights as Optuna artifacts: each full-fidelity trial's final weights are kept in a
+``FileSystemArtifactStore`` beside the storage, so optuna-dashboard offers them for download and
+``nas-export --no-retrain`` exports them without training again."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
+
+from nas.config import SettingError
+from nas.study import sqlite_path
+
+WEIGHTS = "weights.pt"
+
+
+def artifact_dir(storage_url: str, override: str | None = None) -> Path:
+    """``override``, else beside a SQLite file (``studies/mnist.db`` -> ``studies/mnist.artifacts``),
+    else ``studies/artifacts`` (with a database server, point every machine at one shared folder)."""
+    if override:
+        return Path(override)
+    path = sqlite_path(storage_url)
+    return path.with_suffix(".artifacts") if path is not None else Path("studies") / "artifacts"
+
+
+def save_weights(trial: optuna.Trial, state_bytes: bytes, directory: Path) -> str:
+    """Store a running trial's weights (the bytes of a ``torch.save`` file); returns the artifact id."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / WEIGHTS  # the artifact keeps the file's name
+        path.write_bytes(state_bytes)
+        return upload_artifact(artifact_store=FileSystemArtifactStore(str(directory)), file_path=str(path),
+                               study_or_trial=trial, mimetype="application/octet-stream")
+
+
+def load_weights(trial: optuna.trial.FrozenTrial, storage: optuna.storages.BaseStorage, directory: Path) -> dict[str, Any]:
+    """The trial's stored weights (a state dict)."""
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == WEIGHTS]
+    if not metas:
+        raise SettingError("no_retrain", f"trial {trial.number} has no stored weights (only full-fidelity trials "
+                           "keep them, from this version on); export it with retraining")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / WEIGHTS
+        try:
+            download_artifact(artifact_store=FileSystemArtifactStore(str(directory)), file_path=str(path),
+                              artifact_id=metas[-1].artifact_id)
+        except Exception as e:  # noqa: BLE001 - the store raises its own kinds for a missing file
+            raise SettingError("artifacts", f"trial {trial.number}'s weights are not in {directory} ({e}); "
+                               "point --artifacts at the search's artifact folder") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
