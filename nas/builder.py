@@ -121,9 +121,24 @@ def count_flops(arch: ArchSpec) -> int:
     return sum(info.flops for info in plan(arch))
 
 
+MAX_PARAMS = 10_000_000  # far above any network this tool searches; checked before building
+MAX_ACTIVATIONS = 10_000_000  # values per image summed over the layers (memory of a forward pass)
+
+
+def check_size(infos: list[LayerInfo]) -> None:
+    params = sum(i.params for i in infos)
+    activations = sum(math.prod(i.out_shape) for i in infos)
+    if params > MAX_PARAMS:
+        raise ValueError(f"the network has {params:,} parameters; this tool builds at most {MAX_PARAMS:,}")
+    if activations > MAX_ACTIVATIONS:
+        raise ValueError(f"the network's layers output {activations:,} values per image; this tool builds at most "
+                         f"{MAX_ACTIVATIONS:,} (use fewer channels or a smaller input)")
+
+
 def build_model(arch: ArchSpec) -> Net:
-    """Build the network a spec describes. Shapes are checked first; see :func:`plan`."""
+    """Build the network a spec describes. Shapes and size are checked first; see :func:`plan`."""
     infos = plan(arch)
+    check_size(infos)
     modules = []
     channels = arch.in_channels
     for info in infos:

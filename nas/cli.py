@@ -17,6 +17,13 @@ from nas.data import DataError
 if TYPE_CHECKING:
     from nas.spec import Candidate
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block): what is wrong and where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see {self.prog} --help)")
+
+
 def fail(prog: str, message: str, code: int = 2) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -117,6 +124,11 @@ def show_main(args: argparse.Namespace) -> int:
 def show_space(args: argparse.Namespace) -> int:
     from nas.space import SearchSpace, audit
 
+    if not 1 <= args.sample <= 100_000:
+        raise ValueError(f"--sample must be between 1 and 100000, got {args.sample}")
+    if args.budget < 1 or args.seed < 0:
+        raise ValueError("--budget must be at least 1 and --seed at least 0")
+
     space = SearchSpace.from_file(space_path(args.space))
     start = time.perf_counter()
     report = audit(space, args.sample, args.seed, args.budget)
@@ -138,7 +150,7 @@ def show_space(args: argparse.Namespace) -> int:
 
 
 def show(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nas-show", description="Show a network's layers, parameters and "
+    parser = Parser(prog="nas-show", description="Show a network's layers, parameters and "
                                      "FLOPs, list the presets, or audit a search space without training.")
     group = add_candidate_args(parser, required=False)
     group.add_argument("--list", action="store_true", help="list the preset networks")
@@ -182,16 +194,20 @@ def train_main(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seed is not None:
         raise ValueError("give --seed N or --seeds A,B,..., not both")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be at least 0, got {args.seed}")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed or 0]
     study = trial = None
     if args.trial is not None:
         from nas.results import candidate_of, find_trial, open_study
 
-        study = open_study(args.storage, args.study)
+        from nas.config import DEFAULT_STORAGE
+
+        study = open_study(args.storage or DEFAULT_STORAGE, args.study)
         trial = find_trial(study, args.trial)
         candidate = replace(candidate_of(trial), name=f"{study.study_name} trial {trial.number}")
     else:
-        if args.storage is not None or args.study is not None:
+        if args.study is not None:
             raise ValueError("--storage and --study go with --trial N (or --trial best)")
         candidate = load_candidate(args)
     recipe = candidate.recipe if args.epochs is None else candidate.recipe.compressed(check_epochs(args.epochs))
@@ -264,13 +280,14 @@ def check_epochs(epochs: int) -> int:
 
 
 def train_cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nas-train", description="Train one network with its recipe on MNIST "
+    parser = Parser(prog="nas-train", description="Train one network with its recipe on MNIST "
                                      "(all 60,000 training images by default) and report the final-epoch test "
                                      "accuracy; with several seeds, their mean and spread.")
     group = add_candidate_args(parser)
     group.add_argument("--trial", metavar="N", help="the candidate of trial N (or 'best') of a search: with --storage "
                        "and --study; the results are written back to the trial")
-    parser.add_argument("--storage", help="Optuna storage URL of the search (with --trial)")
+    parser.add_argument("--storage", help="Optuna storage URL of the search (with --trial; default "
+                        "sqlite:///studies/mnist.db)")
     parser.add_argument("--study", help="study name of the search (with --trial; default: the only one)")
     parser.add_argument("--seeds", metavar="A,B,...", help="train once per seed and report each final test accuracy "
                         "and their mean +- std (e.g. 0,1,2)")
@@ -326,7 +343,7 @@ def bench_main(args: argparse.Namespace) -> int:
 
 
 def bench(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nas-bench", description="Time one training epoch through the engine "
+    parser = Parser(prog="nas-bench", description="Time one training epoch through the engine "
                                      "and through the classic torchvision + DataLoader loop.")
     add_candidate_args(parser, required=False)
     parser.set_defaults(preset="ref-19712")
@@ -546,7 +563,7 @@ def search(argv: list[str] | None = None) -> int:
 
     d = {f.name: f.default for f in dataclasses.fields(StudySettings)}
     c = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nas-search", description="Search architectures and recipes under a parameter budget with Optuna: "
         "screen many candidates cheaply, train the best at full fidelity; every trial is stored. Study settings "
         "(budget, epochs, rungs, ...) are fixed when a study is made; resuming takes them from the study.")
@@ -684,7 +701,7 @@ def export_main(args: argparse.Namespace) -> int:
 def export(argv: list[str] | None = None) -> int:
     from nas.config import DEFAULT_STORAGE
 
-    parser = argparse.ArgumentParser(prog="nas-export", description="Export a network as a folder that runs without "
+    parser = Parser(prog="nas-export", description="Export a network as a folder that runs without "
                                      "this package: model.pt, model.pt2 (torch.export), model.onnx, spec.json, "
                                      "metrics.json; every format is checked against PyTorch on 1,000 test images "
                                      "before anything is written. Default: the best trial, retrained on all 60,000 "
@@ -725,7 +742,7 @@ def report_main(args: argparse.Namespace) -> int:
 def report(argv: list[str] | None = None) -> int:
     from nas.config import DEFAULT_STORAGE
 
-    parser = argparse.ArgumentParser(prog="nas-report", description="Write one self-contained HTML page of a search "
+    parser = Parser(prog="nas-report", description="Write one self-contained HTML page of a search "
                                      "(history, accuracy against size with the references, learning curves, "
                                      "importances, rungs, budget, top trials) and optionally a CSV of its trials.")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")

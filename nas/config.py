@@ -14,13 +14,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.spec import MAX_EPOCHS
+
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "flops": "minimize"}
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 DEFAULT_STORAGE = "sqlite:///studies/mnist.db"
 DEFAULT_SPACE = "search_spaces/mnist_20k.yaml"
 DEFAULT_TRIALS = 200  # screening candidates when a run gives neither trials nor a timeout
-MAX_EPOCHS = 1000
 MAX_IMAGES = 60_000
 
 

@@ -39,31 +39,42 @@ class DataError(Exception):
     """A data problem, described in one line that says what to do."""
 
 
+MAX_IDX_BYTES = 100_000_000  # the largest official file is 47 MB uncompressed
+
+
 def read_idx(path: Path, magic: int, shape: tuple[int, ...] | None = None, md5: str | None = None) -> np.ndarray:
-    """Read one IDX file (``.gz`` or not). ``shape`` and ``md5``, when given, must match exactly."""
+    """Read one IDX file (``.gz`` or not). ``shape`` and ``md5``, when given, must match exactly.
+
+    The header is checked before the body is read, and no more than the header promises (plus
+    one byte, to notice padding) is ever decompressed: memory stays bounded whatever the file holds.
+    """
+    kind = "image" if magic == IMAGE_MAGIC else "label"
+    ndim = 3 if magic == IMAGE_MAGIC else 1
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with opener(path, "rb") as f:
+            header = f.read(4 + 4 * ndim)
+            found = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+            if found != magic or len(header) < 4 + 4 * ndim:
+                raise DataError(f"{path}: not an IDX {kind} file (magic number {found}, expected {magic}); {FIX}")
+            dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+            if shape is not None and dims != shape:
+                raise DataError(f"{path}: holds shape {dims}, expected {shape}; {FIX}")
+            size = int(np.prod(dims, dtype=np.int64))
+            if size > MAX_IDX_BYTES:
+                raise DataError(f"{path}: its header promises {size:,} bytes of data, more than any MNIST file; {FIX}")
+            body = f.read(size + 1)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{path}: corrupt or truncated gzip file ({e}); {FIX}") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror}); {FIX}") from None
-    if len(raw) < 8 or int.from_bytes(raw[:4], "big") != magic:
-        found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
-        raise DataError(f"{path}: not an IDX {'image' if magic == IMAGE_MAGIC else 'label'} file "
-                        f"(magic number {found}, expected {magic}); {FIX}")
-    ndim = 3 if magic == IMAGE_MAGIC else 1
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    if shape is not None and dims != shape:
-        raise DataError(f"{path}: holds shape {dims}, expected {shape}; {FIX}")
-    expected_bytes = header + int(np.prod(dims))
-    if len(raw) != expected_bytes:
-        raise DataError(f"{path}: truncated or padded ({len(raw):,} bytes uncompressed, "
-                        f"expected {expected_bytes:,} for shape {dims}); {FIX}")
-    if md5 is not None and hashlib.md5(raw).hexdigest() != md5:
+        raise DataError(f"{path}: cannot read ({e.strerror or e}); {FIX}") from None
+    if len(body) != size:
+        raise DataError(f"{path}: truncated or padded ({len(header) + len(body):,}{'+' if len(body) > size else ''} "
+                        f"bytes uncompressed, expected {len(header) + size:,} for shape {dims}); {FIX}")
+    if md5 is not None and hashlib.md5(header + body).hexdigest() != md5:
         raise DataError(f"{path}: contents differ from the official MNIST file (md5 "
-                        f"{hashlib.md5(raw).hexdigest()}, expected {md5}); {FIX}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+                        f"{hashlib.md5(header + body).hexdigest()}, expected {md5}); {FIX}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 @dataclass(frozen=True)

@@ -54,15 +54,27 @@ class TrainResult:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto``: bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 or AMX), else fp32."""
+def resolve_precision(precision: str, device: torch.device | str, ranking_only: bool = False) -> str:
+    """``auto``: bf16 on CUDA. On the CPU, fp32 where the accuracy itself counts: bf16 autocast
+    cost 0.06-0.08 points of final test accuracy here (benchmarks/precision.py, two presets, three
+    seeds); bf16 only for runs that just rank candidates (``ranking_only``: screening rungs), and
+    only on CPUs with native bf16 (AVX-512 BF16 or AMX)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         return precision
     if torch.device(device).type == "cuda":
         return "bf16"
-    return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
+    return "bf16" if ranking_only and torch.cpu._is_avx512_bf16_supported() else "fp32"
+
+
+def check_fits(arch: ArchSpec, data: Splits) -> None:
+    """The spec must take the data's images (1 channel, their size) and score its 10 classes."""
+    size = data.train_images.shape[-1]
+    if (arch.in_channels, arch.in_size, arch.classes) != (1, size, 10):
+        raise ValueError(f"the spec takes {arch.in_channels}-channel {arch.in_size}x{arch.in_size} images and scores "
+                         f"{arch.classes} classes, but MNIST images are 1-channel {size}x{size} with 10 classes; "
+                         f"set in_channels 1, in_size {size} and classes 10")
 
 
 # Called after each epoch; returning True stops training (e.g. a pruner's verdict).
@@ -184,7 +196,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Reci
 def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | str = "cpu", seed: int = 0,
           on_epoch: EpochCallback | None = None, test_every_epoch: bool = False,
           on_batch: Callable[[int], None] | None = None, precision: str = "auto",
-          val_every_epoch: bool = True, evaluate_test: bool = True) -> TrainResult:
+          val_every_epoch: bool = True, evaluate_test: bool = True, ranking_only: bool = False) -> TrainResult:
     """Train ``arch`` with ``recipe`` for ``recipe.epochs`` epochs on ``data``.
 
     Calls ``on_epoch`` after every epoch; if it returns True, training stops there. A non-finite
@@ -194,8 +206,9 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
     ``evaluate_test=False`` leaves the test set alone (screening runs never report it).
     Same seed, same device, same precision and same data give the same result on the CPU.
     """
+    check_fits(arch, data)
     device = torch.device(device)
-    bf16 = resolve_precision(precision, device) == "bf16"
+    bf16 = resolve_precision(precision, device, ranking_only) == "bf16"
     data = data.to(device)  # no copy when already there
     torch.manual_seed(seed)  # weights and dropout masks
     generator = torch.Generator(device).manual_seed(seed)  # order and augmentation

@@ -29,7 +29,8 @@ from nas.record import TrialRecord
 from nas.space import SearchSpace, audit
 from nas.study import (SETTINGS_ATTR, SPACE_ATTR, ensure_study, enqueue, find_study, make_storage, redact,
                        retry_stale_trials, sqlite_path, storage_lock)
-from nas.worker import Interrupted, QuietReporter, Reporter, Search, Worker, raise_on_signal, set_pdeathsig, worker_threads
+from nas.worker import (Interrupted, QuietReporter, Reporter, Search, Worker, check_signal, handled_signal,
+                        install_signal_handlers, set_pdeathsig, worker_threads)
 
 OBJECTIVE_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "flops": "FLOPs"}
 PACKAGED_SPACE = Path(__file__).parent / "spaces" / "mnist_20k.yaml"
@@ -264,7 +265,9 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
         on_start(search, new, estimate_rates(search))
     stopped, signum = "done", None
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, raise_on_signal) if main_thread else None
+    previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    if main_thread:
+        install_signal_handlers()
     try:
         if config.jobs == 1:
             stopped = Worker(search, 0, reporter, config.precision).run(deadline, config.stop_on_trials)
@@ -273,9 +276,11 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     except (KeyboardInterrupt, Interrupted) as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         stopped = signal.Signals(signum).name
+        handled_signal()
     finally:
         if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
     counts, per_rung, elsewhere = count_run(search, run_id)
     return SearchSummary(opened.name, redact(config.storage), new, run_id, stopped, time.time() - start, counts,
                          per_rung, elsewhere, opened.settings.multi_objective, signum)
@@ -287,7 +292,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
 def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: int, trials_before: int,
                     deadline: float | None) -> None:
     set_pdeathsig()
-    signal.signal(signal.SIGTERM, raise_on_signal)
+    install_signal_handlers()
     if os.getppid() == 1:  # the parent died before we could ask to follow it
         raise SystemExit(143)
     try:
@@ -345,12 +350,16 @@ def _run_processes(config: SearchConfig, opened: Opened, search: Search, trials_
         try:
             while any(p.is_alive() for p in processes):
                 time.sleep(1.0)
+                check_signal()
                 watcher.poll()
             break
         except (KeyboardInterrupt, Interrupted) as e:
             # Ctrl-C reaches the workers too (same process group); SIGTERM is passed on. Each worker
             # queues its trial again and exits; then the summary.
             interrupted = interrupted or e
+            handled_signal()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             for p in processes:
                 if p.is_alive():
                     os.kill(p.pid, signal.SIGTERM)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
     "optimizer": ("sgd", "adam", "adamw"),
     "schedule": ("none", "step", "multistep", "onecycle", "cosine"),
 }
+# What each numeric or yes/no role takes (the named ones are in ALLOWED_VALUES).
+ROLE_KINDS: dict[str, str] = {
+    **dict.fromkeys(("stages", "convs", "channels", "transition_channels", "batch_size", "milestone_1", "milestone_2",
+                     "epochs"), "int"),
+    **dict.fromkeys(("batchnorm", "conv_dropout", "conv_bias", "transition_act", "transition_bn",
+                     "transition_dropout", "transition_bias", "pool_bn", "pool_dropout", "head_pool", "head_bias",
+                     "nesterov"), "bool"),
+    **dict.fromkeys(("leaky_slope", "dropout_rate", "lr_sgd", "lr_adam", "momentum", "weight_decay", "step_size",
+                     "gamma", "rotation", "translate", "label_smoothing"), "number"),
+}
 IN_CHANNELS, IN_SIZE, CLASSES = 1, 28, 10
 MAX_SPACE_BYTES = 200_000
 
@@ -116,6 +127,15 @@ def parse_entry(role: str, raw: Any) -> Entry:
     else:
         raise ValueError(f"{role}: expected {{choices: [...]}}, {{low: L, high: H[, step: S][, log: true]}} "
                          f"or a plain value, got {raw!r}")
+    kind = ROLE_KINDS.get(role)
+    if kind is not None:
+        for v in values_of(entry):
+            ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+                  "bool": isinstance(v, bool),
+                  "number": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}[kind]
+            if not ok:
+                what = {"int": "whole numbers", "bool": "true or false", "number": "numbers"}[kind]
+                raise ValueError(f"{role}: values must be {what}, got {v!r}")
     allowed = ALLOWED_VALUES.get(role)
     if allowed is not None:
         values = entry.choices if isinstance(entry, CategoricalDistribution) else (entry,)

@@ -14,11 +14,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 # op name -> the fields that op takes, with their defaults (None: required).
+# Limits checked before anything is built or allocated: far above any MNIST network.
+MAX_CHANNELS, MAX_KERNEL, MAX_SIZE, MAX_LAYERS = 4096, 31, 1024, 500
+MAX_SPEC_BYTES = 1_000_000
+
 OP_FIELDS: dict[str, dict[str, Any]] = {
     "conv": {"out": None, "k": 3, "pad": 0, "bias": True},
     "relu": {},
@@ -65,18 +70,18 @@ class Layer:
         def is_int(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
-        if self.out is not None and (not is_int(self.out) or self.out < 1):
-            raise ValueError(f"{self.op}: channel count must be a positive integer, got {self.out!r}")
-        if self.k is not None and (not is_int(self.k) or self.k < 1 or self.k % 2 == 0):
-            raise ValueError(f"conv: kernel size must be a positive odd integer, got {self.k!r}")
-        if self.pad is not None and (not is_int(self.pad) or self.pad < 0):
-            raise ValueError(f"conv: padding must be an integer >= 0, got {self.pad!r}")
+        if self.out is not None and (not is_int(self.out) or not 1 <= self.out <= MAX_CHANNELS):
+            raise ValueError(f"{self.op}: channel count must be an integer from 1 to {MAX_CHANNELS}, got {self.out!r}")
+        if self.k is not None and (not is_int(self.k) or not 1 <= self.k <= MAX_KERNEL or self.k % 2 == 0):
+            raise ValueError(f"conv: kernel size must be an odd integer from 1 to {MAX_KERNEL}, got {self.k!r}")
+        if self.pad is not None and (not is_int(self.pad) or not 0 <= self.pad <= MAX_KERNEL // 2):
+            raise ValueError(f"conv: padding must be an integer from 0 to {MAX_KERNEL // 2}, got {self.pad!r}")
         if self.bias is not None and not isinstance(self.bias, bool):
             raise ValueError(f"{self.op}: bias must be true or false, got {self.bias!r}")
-        if self.p is not None and not (isinstance(self.p, (int, float)) and 0 <= self.p < 1):
+        if self.p is not None and not (_num(self.p) and 0 <= self.p < 1):
             raise ValueError(f"{self.op}: rate must be in [0, 1), got {self.p!r}")
-        if self.slope is not None and not (isinstance(self.slope, (int, float)) and self.slope >= 0):
-            raise ValueError(f"leaky_relu: slope must be >= 0, got {self.slope!r}")
+        if self.slope is not None and not (_num(self.slope) and 0 <= self.slope <= 10):
+            raise ValueError(f"leaky_relu: slope must be between 0 and 10, got {self.slope!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, **{name: getattr(self, name) for name in OP_FIELDS[self.op]}}
@@ -155,10 +160,12 @@ class ArchSpec:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise ValueError(f"layer {i} is not a Layer: {layer!r}")
-        for name in ("in_channels", "in_size", "classes"):
+        if len(self.layers) > MAX_LAYERS:
+            raise ValueError(f"an architecture has at most {MAX_LAYERS} layers, got {len(self.layers)}")
+        for name, high in (("in_channels", MAX_CHANNELS), ("in_size", MAX_SIZE), ("classes", MAX_CHANNELS)):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= high:
+                raise ValueError(f"{name} must be an integer from 1 to {high}, got {v!r}")
 
     @property
     def key(self) -> str:
@@ -191,6 +198,7 @@ class ArchSpec:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+MAX_BATCH, MAX_EPOCHS = 4096, 1000
 SCHEDULES = ("none", "step", "multistep", "onecycle", "cosine")
 
 
@@ -217,17 +225,18 @@ class Recipe:
         object.__setattr__(self, "milestones", tuple(self.milestones))
         checks = [
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
-            (_num(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr!r}"),
+            (_num(self.lr) and 0 < self.lr <= 100, f"lr must be > 0 (and at most 100), got {self.lr!r}"),
             (_num(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}"),
             (isinstance(self.nesterov, bool), f"nesterov must be true or false, got {self.nesterov!r}"),
             (not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
              "nesterov needs the sgd optimizer with momentum > 0"),
-            (_num(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}"),
-            (_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be a positive integer, got {self.batch_size!r}"),
+            (_num(self.weight_decay) and 0 <= self.weight_decay <= 1, f"weight_decay must be in [0, 1], got {self.weight_decay!r}"),
+            (_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH,
+             f"batch_size must be an integer from 1 to {MAX_BATCH}, got {self.batch_size!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (_num(self.step_size) and self.step_size > 0, f"step_size must be > 0 epochs, got {self.step_size!r}"),
+            (_num(self.step_size) and 0 < self.step_size <= MAX_EPOCHS, f"step_size must be > 0 epochs, got {self.step_size!r}"),
             (_num(self.gamma) and 0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma!r}"),
-            (all(_num(m) and m > 0 for m in self.milestones)
+            (len(self.milestones) <= 100 and all(_num(m) and 0 < m <= MAX_EPOCHS for m in self.milestones)
              and list(self.milestones) == sorted(set(self.milestones)),
              f"milestones must be increasing positive epoch counts, got {list(self.milestones)}"),
             (self.schedule != "multistep" or self.milestones, "schedule multistep needs milestones"),
@@ -235,7 +244,8 @@ class Recipe:
             (_num(self.translate) and 0 <= self.translate <= 0.5, f"translate must be in [0, 0.5], got {self.translate!r}"),
             (_num(self.label_smoothing) and 0 <= self.label_smoothing < 1,
              f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}"),
-            (_int(self.epochs) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}"),
+            (_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS,
+             f"epochs must be an integer from 1 to {MAX_EPOCHS}, got {self.epochs!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -308,10 +318,15 @@ class Candidate:
 
     @classmethod
     def from_json(cls, text: str) -> Candidate:
+        def refuse(constant: str) -> None:
+            raise ValueError(f"{constant} is not a number a spec can hold")
+
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=refuse)
         except json.JSONDecodeError as e:
             raise ValueError(f"not valid JSON: {e}") from None
+        except RecursionError:
+            raise ValueError("not a spec: the JSON is nested too deeply") from None
         return cls.from_dict(data)
 
 
@@ -319,9 +334,13 @@ def load_spec_file(path: str | Path) -> Candidate:
     """Read a spec file; every problem is a ``ValueError`` that names the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise ValueError(f"spec file {path} is larger than {MAX_SPEC_BYTES // 1000} KB; a spec is a short JSON file")
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ValueError(f"cannot read spec file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"spec file {path} is not a text (UTF-8) JSON file") from None
     try:
         return Candidate.from_json(text)
     except (ValueError, TypeError) as e:
@@ -340,7 +359,7 @@ def _check_keys(what: str, d: Any, allowed: set[str], required: set[str] = froze
 
 
 def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _int(v: Any) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -59,8 +60,28 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-def raise_on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
-    raise Interrupted(signum)
+_PENDING: list[int] = []  # signals received, not yet acted on
+
+
+def note_signal(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    _PENDING.append(signum)
+
+
+def check_signal() -> None:
+    """Raise :class:`Interrupted` if SIGTERM or SIGINT came. Called at safe points (every batch,
+    epoch and loop step): an exception raised from the handler itself could land inside a database
+    transaction and leave it open, holding SQLite's write lock."""
+    if _PENDING:
+        raise Interrupted(_PENDING[0])
+
+
+def handled_signal() -> None:
+    _PENDING.clear()
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, note_signal)
+    signal.signal(signal.SIGINT, note_signal)
 
 
 class Reporter(Protocol):
@@ -150,6 +171,7 @@ class Worker:
         report = rung.final and not s.settings.multi_objective  # Optuna keeps no curves for several objectives
 
         def on_epoch(m) -> bool:
+            check_signal()
             progress.update(epoch=m.epoch, of=rung.epochs)
             self.reporter.epoch(rung, trial.number, m.epoch, rung.epochs, m.val_acc)
             if report and m.val_acc is not None:
@@ -159,7 +181,8 @@ class Worker:
 
         data = s.data_for(rung)
         result = train(candidate.arch, candidate.recipe, data, s.device, seed, on_epoch=on_epoch,
-                       precision=self.precision, val_every_epoch=rung.final, evaluate_test=rung.final)
+                       on_batch=lambda n: check_signal(), precision=self.precision, val_every_epoch=rung.final,
+                       evaluate_test=rung.final, ranking_only=not rung.final)
         last = result.epochs[-1]
         eval_seconds = sum(m.eval_seconds for m in result.epochs)
         evaluations = sum(m.val_acc is not None for m in result.epochs)
@@ -214,7 +237,12 @@ class Worker:
                 record.write(trial, rung=rung.index, fidelity=rung.label, run=s.run_id, bracket=record.bracket)
                 state, values = self.evaluate(trial, rung, record, progress)
         except (KeyboardInterrupt, Interrupted) as e:
-            self._give_back(study, trial, "interrupted", f"interrupted by {type(e).__name__ if isinstance(e, KeyboardInterrupt) else e}")
+            # The run ends: a second signal (Ctrl-C reaches every process of the group, and the
+            # parent passes SIGTERM on) must not cut short the queueing of this trial.
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self._give_back(study, trial, "interrupted", f"interrupted by {'SIGINT' if isinstance(e, KeyboardInterrupt) else e}")
             raise
         except Exception as e:
             self._give_back(study, trial, "failed", f"{type(e).__name__}: {e}")
@@ -244,6 +272,7 @@ class Worker:
         self.bracket = current_bracket(s)
         untrained = 0
         while True:
+            check_signal()
             for study in s.studies:
                 for number in retry_stale_trials(study, s.config.storage):
                     self.reporter.message(f"trial {number} of {study.study_name!r} lost its worker; queued again")

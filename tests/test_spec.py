@@ -31,10 +31,12 @@ def test_key_tells_architectures_apart():
 
 
 @pytest.mark.parametrize("layer, message", [
-    (dict(op="conv", out=-8), "channel count must be a positive integer"),
-    (dict(op="conv", out=0), "channel count must be a positive integer"),
-    (dict(op="conv", out=8, k=2), "kernel size must be a positive odd integer"),
-    (dict(op="conv", out=8, pad=-1), "padding must be an integer >= 0"),
+    (dict(op="conv", out=-8), "channel count must be an integer from 1 to 4096"),
+    (dict(op="conv", out=0), "channel count must be an integer from 1 to 4096"),
+    (dict(op="conv", out=10**9), "channel count must be an integer from 1 to 4096"),
+    (dict(op="conv", out=8, k=2), "kernel size must be an odd integer from 1 to 31"),
+    (dict(op="conv", out=8, pad=-1), "padding must be an integer from 0 to 15"),
+    (dict(op="dropout", p=float("nan")), "rate must be in"),
     (dict(op="deformable_conv", out=8), "unknown layer kind 'deformable_conv'"),
     (dict(op="dropout", p=1.5), "rate must be in [0, 1)"),
     (dict(op="dropout"), "needs field 'p'"),
@@ -58,8 +60,10 @@ def test_bad_layer_error_names_its_position():
     (dict(milestones=(15, 10)), "milestones must be increasing"),
     (dict(nesterov=True, momentum=0.0), "nesterov needs"),
     (dict(optimizer="adam", nesterov=True), "nesterov needs"),
-    (dict(batch_size=0), "batch_size must be a positive integer"),
-    (dict(epochs=2.5), "epochs must be a positive integer"),
+    (dict(batch_size=0), "batch_size must be an integer from 1 to 4096"),
+    (dict(batch_size=10**9), "batch_size must be an integer from 1 to 4096"),
+    (dict(lr=float("inf")), "lr must be > 0"),
+    (dict(epochs=2.5), "epochs must be an integer from 1 to 1000"),
     (dict(translate=0.9), "translate must be in"),
 ])
 def test_bad_recipes_are_refused(fields, message):

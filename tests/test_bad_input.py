@@ -1,0 +1,202 @@
+"""Bad input to every command: one line naming what is wrong, exit 2, no traceback, nothing damaged.
+
+The commands run in this process (their entry points), so a case that escaped as an exception
+fails the test exactly as a traceback would show; each case is bounded in memory and time by the
+checks it exercises (a failing check would allocate or run long, and the suite would show it).
+"""
+
+import gzip
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from nas import cli
+
+from conftest import write_mnist
+
+PASSWORD = "hunter2"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Files the cases point at: specs, spaces, a study with trials, data folders, a file in the way."""
+    w = tmp_path_factory.mktemp("bad")
+    (w / "file").write_text("not a folder")
+    spec = {"arch": {"layers": [{"op": "conv", "out": 16}, {"op": "relu"}, {"op": "gap"}, {"op": "conv", "out": 10, "k": 1}]}}
+    (w / "ok.json").write_text(json.dumps(spec))
+    huge = json.loads(json.dumps(spec))
+    huge["arch"]["layers"][0]["out"] = 10**9
+    (w / "huge-channels.json").write_text(json.dumps(huge))
+    (w / "huge-input.json").write_text(json.dumps({**spec, "arch": {**spec["arch"], "in_size": 100000}}))
+    (w / "wide-input.json").write_text(json.dumps({**spec, "arch": {**spec["arch"], "in_size": 1024}}))
+    (w / "rgb.json").write_text(json.dumps({**spec, "arch": {**spec["arch"], "in_channels": 3}}))
+    (w / "nested.json").write_text("[" * 100_000 + "]" * 100_000)
+    (w / "infinity.json").write_text(json.dumps(spec).replace('"out": 16', '"out": 16, "k": 3') .replace(
+        '{"op": "relu"}', '{"op": "dropout", "p": Infinity}'))
+    (w / "binary.json").write_bytes(os.urandom(2000) + b"\xff\xfe")
+    (w / "big.json").write_text(" " * 2_000_000 + json.dumps(spec))
+    (w / "recipe.json").write_text(json.dumps({**spec, "recipe": {"lr": -1}}))
+    space = (Path(__file__).resolve().parents[1] / "search_spaces" / "mnist_20k.yaml").read_text()
+    (w / "strings.yaml").write_text(space.replace("channels: {low: 4, high: 32, step: 4}",
+                                                  "channels: {choices: [a, b]}"))
+    (w / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(20)))
+    (w / "notyaml.yaml").write_text("arch: [unclosed")
+    gzbomb = write_mnist(w / "gzbomb")
+    with gzip.open(gzbomb / "train-images-idx3-ubyte.gz", "wb") as f:  # a valid header, then far too much
+        f.write((2051).to_bytes(4, "big") + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
+        chunk = bytes(1 << 20)
+        for _ in range(200):
+            f.write(chunk)
+    return w
+
+
+def run(argv, capsys):
+    name, args = argv[0], argv[1:]
+    entry = {"nas-show": cli.show, "nas-train": cli.train_cli, "nas-bench": cli.bench, "nas-search": cli.search,
+             "nas-export": cli.export, "nas-report": cli.report}[name]
+    with pytest.raises(SystemExit) as exit_info:
+        entry(args)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+W = "{w}"  # placeholder for the world folder
+CASES = [
+    # nas-show
+    ("nas-show --preset ref-1", "unknown preset 'ref-1'"),
+    ("nas-show --spec {w}/missing.json", "cannot read spec file"),
+    ("nas-show --spec {w}/huge-channels.json", "channel count must be an integer from 1 to 4096"),
+    ("nas-show --spec {w}/huge-input.json", "in_size must be an integer from 1 to 1024"),
+    ("nas-show --spec {w}/wide-input.json", "this tool builds at most"),
+    ("nas-show --spec {w}/nested.json", "nested too deeply"),
+    ("nas-show --spec {w}/infinity.json", "Infinity is not a number a spec can hold"),
+    ("nas-show --spec {w}/binary.json", "not a text (UTF-8) JSON file"),
+    ("nas-show --spec {w}/big.json", "larger than 1000 KB"),
+    ("nas-show --spec {w}/recipe.json", "lr must be > 0"),
+    ("nas-show --spec {w}", "cannot read spec file"),
+    ("nas-show --space {w}/strings.yaml", "channels: values must be whole numbers, got 'a'"),
+    ("nas-show --space {w}/bomb.yaml", "anchors and aliases"),
+    ("nas-show --space {w}/notyaml.yaml", "not valid YAML"),
+    ("nas-show --space {w}/missing.yaml", "cannot read search space"),
+    ("nas-show --space search_spaces/mnist_20k.yaml --sample -1", "--sample must be between 1 and 100000"),
+    ("nas-show --space search_spaces/mnist_20k.yaml --sample 1000000000", "--sample must be between 1 and 100000"),
+    ("nas-show --space search_spaces/mnist_20k.yaml --budget 0", "--budget must be at least 1"),
+    ("nas-show --bogus", "unrecognized arguments: --bogus"),
+    ("nas-show", "give one of --preset NAME, --spec FILE, --list or --space FILE"),
+    # nas-train
+    ("nas-train --preset ref-10066 --data-dir {w}/nowhere", "does not exist"),
+    ("nas-train --preset ref-10066 --data-dir {w}/gzbomb", "truncated or padded (47,040,017+ bytes"),
+    ("nas-train --preset ref-10066 --data-dir {w}/file", "does not exist"),
+    ("nas-train --preset ref-10066 --epochs 0", "--epochs must be between 1 and 1000"),
+    ("nas-train --preset ref-10066 --epochs 1000000000", "--epochs must be between 1 and 1000"),
+    ("nas-train --preset ref-10066 --epochs abc", "invalid int value: 'abc'"),
+    ("nas-train --preset ref-10066 --seeds a,b", "--seeds takes seeds separated by commas"),
+    ("nas-train --preset ref-10066 --seeds 0,0", "--seeds takes 1 to 100 different seeds"),
+    ("nas-train --preset ref-10066 --seed -1", "--seed must be at least 0"),
+    ("nas-train --preset ref-10066 --lr nan", "lr must be > 0"),
+    ("nas-train --preset ref-10066 --batch-size 1000000000", "batch_size must be an integer from 1 to 4096"),
+    ("nas-train --preset ref-10066 --precision fp16", "precision must be one of auto, fp32, bf16"),
+    ("nas-train --spec {w}/rgb.json --data-dir {mnist}", "MNIST images are 1-channel 28x28"),
+    ("nas-train --trial best --storage sqlite:///{w}/typo.db", "no database at"),
+    ("nas-train --trial abc --storage sqlite:///{study_db}", "must be a trial number or 'best'"),
+    ("nas-train --trial 999 --storage sqlite:///{study_db}", "has no trial 999"),
+    ("nas-train --preset ref-10066 --device cuda:7", "cuda"),
+    # nas-bench
+    ("nas-bench --spec {w}/huge-channels.json --data-dir {mnist}", "channel count must be"),
+    ("nas-bench --subset 0 --data-dir {mnist}", "--subset must be between 1"),
+    # nas-search
+    ("nas-search --timeout nan", "--timeout: must be a number of seconds"),
+    ("nas-search --timeout -5", "--timeout: must be a number of seconds"),
+    ("nas-search --hours 0", "--hours must be between 0 and 720"),
+    ("nas-search --timeout 5 --hours 1", "give --timeout SECONDS or --hours H, not both"),
+    ("nas-search --top -1", "--top must be at least 0"),
+    ("nas-search --study ''", "--study: must be a non-empty printable name"),
+    ("nas-search --study $'a\\x1b[31mb'", "--study: must be a non-empty printable name"),
+    ("nas-search --seed -1 --storage sqlite:///{w}/seed.db", "--seed: must be an integer between 0"),
+    ("nas-search --budget 100 --storage sqlite:///{w}/budget.db --data-dir {mnist}", "--budget: none of 300 random"),
+    ("nas-search --rungs 2xx", "--rungs: a rung is EPOCHS or EPOCHSxIMAGES"),
+    ("nas-search --rungs 20", "--rungs: rung 20 costs no less than the next"),
+    ("nas-search --objectives accuracy,speed", "--objectives: must be accuracy"),
+    ("nas-search --jobs 0", "--jobs: must be an integer between 1 and 64"),
+    ("nas-search --promote 1", "--promote: must be an integer between 2 and 100"),
+    ("nas-search --sampler cmaes", "invalid choice: 'cmaes'"),
+    ("nas-search --storage sqlite:///{w}/file/s.db --data-dir {mnist}", "is a file, not a folder"),
+    ("nas-search --storage sqlite:////proc/nas/s.db --data-dir {mnist}", "cannot create the folder"),
+    ("nas-search --storage nosuchdb://x --data-dir {mnist}", "cannot open storage nosuchdb://x"),
+    ("nas-search --storage postgresql://u:" + PASSWORD + "@127.0.0.1:1/db --data-dir {mnist}", "cannot open storage"),
+    ("nas-search --space {w}/strings.yaml", "channels: values must be whole numbers"),
+    ("nas-search --storage sqlite:///{study_db} --study t --budget 8000 --data-dir {mnist}",
+     "--budget: study 't' was created with budget 15000, this run asks for 8000"),
+    # nas-export
+    ("nas-export --storage sqlite:///{study_db} --out {w}/file/best", "is a file, not a folder"),
+    ("nas-export --storage sqlite:///{study_db} --out {w}/file", "is a file; the export is a folder"),
+    ("nas-export --storage sqlite:///{study_db} --out {w}/full", "already exists and is not empty; pass --force"),
+    ("nas-export --storage sqlite:///{w}/typo.db --out {w}/x", "no database at"),
+    ("nas-export --storage sqlite:///{study_db} --study nope --out {w}/x", "no study 'nope'"),
+    ("nas-export --storage sqlite:///{study_db} --trial {rejected} --out {w}/x", "was rejected"),
+    ("nas-export --storage sqlite:///{study_db} --epochs 0 --out {w}/x --data-dir {mnist}", "--epochs must be between"),
+    ("nas-export --preset ref-10066 --no-retrain --out {w}/x", "--no-retrain needs a trial of a search"),
+    ("nas-export --storage postgresql://u:" + PASSWORD + "@127.0.0.1:1/db --out {w}/x", "cannot open storage"),
+    # nas-report
+    ("nas-report --storage sqlite:///{w}/typo.db", "no database at"),
+    ("nas-report --storage sqlite:///{study_db} --out {w}", "is a folder; give a file name"),
+    ("nas-report --storage sqlite:///{study_db} --top 0", "--top must be at least 1"),
+]
+
+
+@pytest.fixture(scope="module")
+def study_db(world, tiny_study):
+    return tiny_study
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    from nas.config import SearchConfig
+    from nas.search import run_search
+
+    tmp = tmp_path_factory.mktemp("study")
+    db = tmp / "s.db"
+    run_search(SearchConfig(storage=f"sqlite:///{db}", study="t", trials=2, device="cpu",
+                            data_dir=str(write_mnist(tmp / "mnist")), verify_data=False,
+                            settings=dict(epochs=1, rungs=(), holdout=200, subset=300, budget=15_000)))
+    return db
+
+
+@pytest.mark.parametrize("line, message", CASES)
+def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys, monkeypatch, real_mnist_dir):
+    import shlex
+
+    import optuna
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    full = world / "full"
+    full.mkdir(exist_ok=True)
+    (full / "keep.txt").write_text("precious")
+    rejected = next((t.number for t in optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}").trials
+                     if t.user_attrs.get("outcome") == "rejected"), 0)
+    before = study_db.stat().st_mtime
+    text = line.format(w=world, mnist=real_mnist_dir, study_db=study_db, rejected=rejected)
+    argv = shlex.split(text) if "$'" not in text else [*shlex.split(text.split(" $'")[0]), "a\x1b[31mb"]
+    code, out, err = run(argv, capsys)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == 2, (err, out)
+    assert len(lines) == 1 and "Traceback" not in err + out, err
+    assert message in lines[0], lines[0]
+    assert lines[0].startswith(f"{argv[0]}: error: ")
+    assert PASSWORD not in err + out
+    assert (full / "keep.txt").read_text() == "precious" and sorted(p.name for p in full.iterdir()) == ["keep.txt"]
+    if "budget 8000" not in text:
+        assert study_db.stat().st_mtime == before or "study_db" not in line  # the study is not written
+    assert not (world / "typo.db").exists()  # a mistyped database is never created
+    assert not re.search(r"\x1b\[", err)  # escape sequences are not printed raw
+
+
+def test_there_are_at_least_forty_cases_across_the_commands():
+    assert len(CASES) >= 40
+    assert {line.split()[0] for line, _ in CASES} == {"nas-show", "nas-train", "nas-bench", "nas-search", "nas-export",
+                                                       "nas-report"}
