@@ -3,6 +3,9 @@
 
     python benchmarks/pruners.py --data-dir ../shared/data/mnist [--seeds 0 1] [--trials 16] [--epochs 6]
 
+(Within-trial pruning at one fidelity, ``--rungs none``; the default search screens at low fidelity
+instead: benchmarks/fidelity.py.)
+
 Each run is a fresh study in a temporary SQLite file; same seed, same space, same data. Pruning
 buys more trials per epoch of training, so the fair comparison is ``best_at_equal_epochs``: the
 best validation accuracy each run had reached after as many epochs as the cheapest run trained.
@@ -17,18 +20,21 @@ import time
 import optuna
 import pandas as pd
 
-from nas.search import SearchConfig, run_search
+from nas.config import SearchConfig
+from nas.record import TrialRecord
+from nas.search import run_search
 
 
 def best_so_far_by_epochs(study: optuna.Study) -> list[tuple[int, float]]:
     """(cumulative epochs trained, best completed validation accuracy so far), in trial order."""
     curve, epochs, best = [], 0, 0.0
     for t in study.get_trials():
-        if not t.user_attrs.get("trained"):
+        r = TrialRecord.of(t)
+        if not r.trained:
             continue
-        epochs += t.user_attrs["epochs_run"]
-        if t.state.name == "COMPLETE":
-            best = max(best, t.user_attrs["val_acc"])
+        epochs += r.epochs
+        if r.outcome == "complete":
+            best = max(best, r.val_acc)
         curve.append((epochs, best))
     return curve
 
@@ -50,10 +56,10 @@ def main() -> None:
         for seed in args.seeds:
             curves = {}
             for pruner in args.pruners:
-                config = SearchConfig(storage=f"sqlite:///{tmp}/{pruner}-{seed}.db", study="s", epochs=args.epochs,
-                                      trials=args.trials, pruner=pruner, seed=seed, device="cpu",
-                                      data_dir=args.data_dir, subset=args.subset, holdout=args.holdout,
-                                      references=not args.no_references)
+                config = SearchConfig(storage=f"sqlite:///{tmp}/{pruner}-{seed}.db", study="s", trials=args.trials,
+                                      pruner=pruner, seed=seed, device="cpu", data_dir=args.data_dir,
+                                      settings=dict(epochs=args.epochs, rungs=(), subset=args.subset,
+                                                    holdout=args.holdout, references=not args.no_references))
                 start = time.time()
                 summary = run_search(config)
                 study = optuna.load_study(study_name="s", storage=config.storage)

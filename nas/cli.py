@@ -90,17 +90,26 @@ def show_main(args: argparse.Namespace) -> int:
     if not (args.preset or args.spec or args.list or args.space):
         raise ValueError("give one of --preset NAME, --spec FILE, --list or --space FILE")
     if args.list:
+        from nas.presets import preset_file
+
         rows = []
         for name in preset_names():
             c = load_preset(name)
+            m = preset_file(name).get("measured") or {}
             rows.append({"name": name, "params": count_params(c.arch), "flops": count_flops(c.arch),
-                         "layers": len(c.arch.layers)})
+                         "layers": len(c.arch.layers), "epochs": c.recipe.epochs,
+                         "test_acc_mean": m.get("mean"), "test_acc_std": m.get("std"), "seeds": m.get("seeds")})
         if args.json:
             print(json.dumps(rows))
         else:
             import pandas as pd
 
-            print(pd.DataFrame(rows).to_string(index=False))
+            table = pd.DataFrame(rows)
+            table["measured (final test acc)"] = [
+                f"{r['test_acc_mean']:.2%} +- {r['test_acc_std']:.2%} ({len(r['seeds'])} seeds)"
+                if r["test_acc_mean"] is not None else "-" for r in rows]
+            print(table.drop(columns=["test_acc_mean", "test_acc_std", "seeds"]).to_string(
+                index=False, formatters={"params": "{:,}".format, "flops": "{:,}".format}))
         return 0
     if args.space:
         return show_space(args)
@@ -197,6 +206,12 @@ def train_main(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         raise ValueError(f"--seed must be at least 0, got {args.seed}")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed or 0]
+    if args.threads is not None:
+        if not 1 <= args.threads <= 1024:
+            raise ValueError(f"--threads must be between 1 and 1024, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     study = trial = None
     if args.trial is not None:
         from nas.results import candidate_of, find_trial, open_study
@@ -296,7 +311,8 @@ def train_cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--holdout", type=int, default=0, metavar="N",
                         help="hold out N training images for validation (default 0: train on all 60,000)")
-    parser.add_argument("--precision", default="auto", help="auto (default: bf16 where the hardware has it), fp32, bf16")
+    parser.add_argument("--precision", default="auto", help="auto (default: fp32 on the CPU, bf16 on CUDA), fp32, bf16")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: every core)")
     add_data_args(parser)
     parser.set_defaults(seed=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -348,8 +364,8 @@ def bench(argv: list[str] | None = None) -> int:
     add_candidate_args(parser, required=False)
     parser.set_defaults(preset="ref-19712")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", help="of the engine: auto (default: bf16 where the hardware "
-                        "has it), fp32 or bf16")
+    parser.add_argument("--precision", default="auto", help="of the engine: auto (default: fp32 on the CPU, bf16 on "
+                        "CUDA), fp32 or bf16")
     parser.add_argument("--subset", type=int, metavar="N", help="time an epoch of the first N training images "
                         "(default: all 60,000)")
     parser.add_argument("--data-dir", metavar="DIR", default=None, help="folder with the four MNIST files")
@@ -466,6 +482,7 @@ def search_main(args: argparse.Namespace) -> int:
         settings["references"] = False
     config = SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,
                           trials=args.trials, timeout=timeout, sampler=args.sampler, pruner=args.pruner, jobs=args.jobs,
+                          threads=args.threads,
                           seed=args.seed, device=args.device, precision=args.precision, data_dir=args.data_dir)
     state: dict[str, Any] = {}
 
@@ -592,8 +609,9 @@ def search(argv: list[str] | None = None) -> int:
     r.add_argument("--pruner", choices=PRUNERS, help="within-trial pruning at one fidelity (default median with "
                    "--rungs none, else none)")
     r.add_argument("--jobs", type=int, default=c["jobs"], help="worker processes sharing the study (default 1)")
-    r.add_argument("--precision", default=c["precision"], help="auto (default: bf16 where the hardware has it), "
-                   "fp32 or bf16")
+    r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core)")
+    r.add_argument("--precision", default=c["precision"], help="auto (default: on the CPU bf16 for screening where "
+                   "the hardware has it, fp32 at full fidelity; bf16 on CUDA), fp32 or bf16")
     r.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")
     add_data_args(parser, subset=False)
     return run_cli("nas-search", search_main, parser, argv)

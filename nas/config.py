@@ -118,6 +118,7 @@ class SearchConfig:
     sampler: str = "tpe"
     pruner: str | None = None  # default: median at one fidelity and one objective, else none
     jobs: int = 1  # worker processes on this machine
+    threads: int | None = None  # CPU threads for this run, shared by its workers; default: every core
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast where the hardware has it (see nas.engine)
@@ -136,6 +137,8 @@ class SearchConfig:
                                              and 0 < self.timeout <= 30 * 86400):
             raise SettingError("timeout", f"must be a number of seconds between 0 and 30 days, got {self.timeout!r}")
         _check_int("jobs", self.jobs, 1, 64)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1, 1024)
         _check_int("seed", self.seed, 0, 2**31 - 1)
         if self.sampler not in SAMPLERS:
             raise SettingError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")

@@ -1,4 +1,6 @@
-"""The reference networks users build by hand, shipped as spec files in ``nas/presets/``."""
+"""The networks shipped as spec files in ``nas/presets/``: the five reference networks users build by
+hand (``ref-*``) and the networks this tool's searches found (``found-*``). A preset file may say how
+it was made (``notes``) and what it measured (``measured``: final-epoch test accuracy over seeds)."""
 
 from __future__ import annotations
 
@@ -21,3 +23,10 @@ def preset_path(name: str) -> Path:
 
 def load_preset(name: str) -> Candidate:
     return load_spec_file(preset_path(name))
+
+
+def preset_file(name: str) -> dict:
+    """The preset's JSON as written, notes and measurements included."""
+    import json
+
+    return json.loads(preset_path(name).read_text())

@@ -253,7 +253,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     run_id = uuid.uuid4().hex[:12]
     trials_before = len(find_study(storage, make_rungs(opened.name, opened.settings)[0].study_name)
                         .get_trials(deepcopy=False))
-    threads = worker_threads(config.jobs)
+    threads = worker_threads(config.jobs, config.threads)
     if resolve_device(config.device).type == "cpu":
         torch.set_num_threads(threads)
     search = attach(config, opened, run_id, 0, trials_before)
@@ -296,7 +296,7 @@ def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: in
     if os.getppid() == 1:  # the parent died before we could ask to follow it
         raise SystemExit(143)
     try:
-        torch.set_num_threads(worker_threads(config.jobs))
+        torch.set_num_threads(worker_threads(config.jobs, config.threads))
         search = attach(config, opened, run_id, index, trials_before)
         Worker(search, index, QuietReporter(), config.precision).run(deadline, config.stop_on_trials)
     except KeyboardInterrupt:

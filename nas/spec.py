@@ -299,11 +299,13 @@ class Candidate:
         d: dict[str, Any] = {"name": self.name} if self.name else {}
         return {**d, "arch": self.arch.to_dict(), "recipe": self.recipe.to_dict()}
 
-    def to_json(self, pretty: bool = False, notes: str = "") -> str:
+    def to_json(self, pretty: bool = False, notes: str = "", measured: dict[str, Any] | None = None) -> str:
         """JSON text; ``pretty`` puts one layer per line, as the preset files are written."""
         d = self.to_dict()
-        if notes:
-            d = {"name": self.name, "notes": notes, **{k: v for k, v in d.items() if k != "name"}}
+        if notes or measured:
+            extra = {"notes": notes} if notes else {}
+            extra.update({"measured": measured} if measured else {})
+            d = {"name": self.name, **extra, **{k: v for k, v in d.items() if k != "name"}}
         if not pretty:
             return json.dumps(d)
         layers = ",\n".join("      " + json.dumps(layer) for layer in d["arch"]["layers"])
@@ -313,7 +315,8 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
-        _check_keys("spec", d, {"name", "arch", "recipe", "notes"}, required={"arch"})
+        # "notes" and "measured" (final test accuracy over seeds) describe a preset file; the candidate ignores them.
+        _check_keys("spec", d, {"name", "arch", "recipe", "notes", "measured"}, required={"arch"})
         return cls(ArchSpec.from_dict(d["arch"]), Recipe.from_dict(d.get("recipe", {})), d.get("name", ""))
 
     @classmethod
