@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from optuna.trial import FrozenTrial
@@ -43,10 +43,8 @@ def parse_rungs(text: str) -> tuple[str, ...]:
     """The command line's form: ``"2x10000,5x25000"``, or ``"none"`` for one fidelity."""
     if text.strip().lower() in ("none", ""):
         return ()
-    rungs = tuple(part.strip() for part in text.split(","))
-    for part in rungs:
-        parse_fidelity(part)
-    return rungs
+    parsed = [parse_fidelity(part) for part in text.split(",")]
+    return tuple(f"{e}x{n}" if n is not None else str(e) for e, n in parsed)
 
 
 def check_rungs(rungs: Iterable[str], epochs: int, train_images: int) -> None:
@@ -123,9 +121,10 @@ def rung_seconds(rung: Rung, rates: list[Rates], val_images: int, jobs: int) -> 
     """Wall time of training these candidates at ``rung`` with ``jobs`` workers in parallel."""
     if not rates:
         return 0.0
-    each = sorted((r.seconds(rung, val_images) for r in rates), reverse=True)
-    waves = [sum(each[i::jobs]) for i in range(min(jobs, len(each)))]  # longest first, dealt round-robin
-    return max(waves)
+    loads = [0.0] * min(jobs, len(rates))
+    for seconds in sorted((r.seconds(rung, val_images) for r in rates), reverse=True):
+        loads[loads.index(min(loads))] += seconds  # the next free worker takes it
+    return max(loads)
 
 
 def reserve_seconds(rungs: list[Rung], ranked: list[Rates], val_images: int, jobs: int) -> float:
@@ -138,6 +137,23 @@ def reserve_seconds(rungs: list[Rung], ranked: list[Rates], val_images: int, job
             chosen = chosen + [mean] * (rung.keep - len(chosen))
         total += rung_seconds(rung, chosen, val_images, jobs)
     return total
+
+
+def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int, timeout: float | None,
+              screening_share: float = 0.5) -> list[Rung]:
+    """The rungs with their sizes cut, if need be, so the later rungs of an average candidate take
+    at most ``1 - screening_share`` of the time: a short run keeps fewer finalists rather than
+    screening nothing. Sizes shrink by whole finalists (the ratio between rungs stays)."""
+    if timeout is None or estimate is None or len(rungs) == 1:
+        return rungs
+    finalists = rungs[-1].keep or 1
+    ratio = [(r.keep or 0) / finalists for r in rungs]
+    for f in range(finalists, 0, -1):
+        trial = [replace(r, keep=None if r.index == 0 else max(1, round(ratio[r.index] * f))) for r in rungs]
+        need = sum(rung_seconds(r, [estimate] * r.keep, val_images, jobs) for r in trial[1:])
+        if need <= (1 - screening_share) * timeout:
+            return trial
+    return trial
 
 
 # ---------------------------------------------------------------- promotion

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from nas.config import DEFAULT_SPACE, OBJECTIVES, SearchConfig, SettingError, StudySettings
 from nas.data import load_mnist, make_splits
 from nas.engine import resolve_device, resolve_precision
-from nas.fidelity import Rates, Rung, make_rungs
+from nas.fidelity import Rates, Rung, fit_rungs, make_rungs
 from nas.record import TrialRecord
 from nas.space import SearchSpace, audit
 from nas.study import (SETTINGS_ATTR, SPACE_ATTR, ensure_study, enqueue, find_study, make_storage, redact,
@@ -261,8 +261,10 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
         retry_stale_trials(study, config.storage)
     start = time.time()
     deadline = start + config.timeout if config.timeout else None
+    estimate = estimate_rates(search)
+    search.rungs = fit_rungs(search.rungs, estimate, len(search.data.val_labels), config.jobs, config.timeout)
     if on_start is not None:
-        on_start(search, new, estimate_rates(search))
+        on_start(search, new, estimate)
     stopped, signum = "done", None
     main_thread = threading.current_thread() is threading.main_thread()
     previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
@@ -290,7 +292,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
 
 
 def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: int, trials_before: int,
-                    deadline: float | None) -> None:
+                    deadline: float | None, rungs: list[Rung]) -> None:
     set_pdeathsig()
     install_signal_handlers()
     if os.getppid() == 1:  # the parent died before we could ask to follow it
@@ -298,6 +300,7 @@ def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: in
     try:
         torch.set_num_threads(worker_threads(config.jobs, config.threads))
         search = attach(config, opened, run_id, index, trials_before)
+        search.rungs = rungs  # the plan of the main process
         Worker(search, index, QuietReporter(), config.precision).run(deadline, config.stop_on_trials)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
@@ -340,7 +343,7 @@ def _run_processes(config: SearchConfig, opened: Opened, search: Search, trials_
                    deadline: float | None, reporter: Reporter) -> str:
     context = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
     processes = [context.Process(target=_worker_process, args=(config, opened, search.run_id, i, trials_before,
-                                                               deadline), daemon=True)
+                                                               deadline, search.rungs), daemon=True)
                  for i in range(config.jobs)]
     for p in processes:
         p.start()

@@ -1,0 +1,78 @@
+"""The fidelity plan: rungs from settings, costs from measured speeds, promotion order."""
+
+import math
+
+import optuna
+import pytest
+
+from nas.config import SettingError, StudySettings
+from nas.fidelity import (Rates, check_rungs, fit_rungs, make_rungs, parse_fidelity, parse_rungs, plan_lines, ranked,
+                          reserve_seconds, rung_seconds)
+from nas.record import KEY_ATTR, TrialRecord
+
+
+def test_rungs_parse_and_must_grow_in_cost():
+    assert parse_fidelity("2x10000") == (2, 10_000) and parse_fidelity("5") == (5, None)
+    assert parse_rungs("2x10000, 5x25_000") == ("2x10000", "5x25000") and parse_rungs("none") == ()
+    check_rungs(("1x10000", "2x50000"), 15, 50_000)
+    with pytest.raises(SettingError, match="costs no less than the next"):
+        check_rungs(("2x50000", "1x50000"), 15, 50_000)
+    with pytest.raises(SettingError, match="costs no less than the next"):
+        check_rungs(("15",), 15, 50_000)  # as dear as the full fidelity
+    for bad in ("x", "2x", "0x100", "2xabc"):
+        with pytest.raises(SettingError):
+            parse_fidelity(bad)
+
+
+def test_make_rungs_sizes_names_and_images():
+    settings = StudySettings(epochs=15, rungs=("2x10000", "5x25000"), promote=4, finalists=3, subset=20_000)
+    r0, r1, r2 = make_rungs("s", settings)
+    assert (r0.keep, r1.keep, r2.keep) == (None, 12, 3)
+    assert (r0.study_name, r1.study_name, r2.study_name) == ("s.rung0", "s.rung1", "s")
+    assert (r0.images, r1.images, r2.images) == (10_000, 20_000, 20_000)  # the subset caps every rung
+    assert r2.final and not r1.final and r2.evaluations == 15 and r1.evaluations == 1
+    assert r0.label == "2 ep x 10,000 img"
+    single = make_rungs("s", StudySettings(rungs=()))
+    assert len(single) == 1 and single[0].final and single[0].study_name == "s" and single[0].keep is None
+
+
+def test_costs_come_from_measured_rates():
+    r0, r1, r2 = make_rungs("s", StudySettings(epochs=10, rungs=("1x1000", "2x5000"), promote=2, finalists=2,
+                                               holdout=10_000))
+    fast, slow = Rates(train_us=100.0, eval_us=10.0), Rates(train_us=300.0, eval_us=30.0)
+    assert fast.seconds(r0, 10_000) == pytest.approx((100 * 1000 * 1 + 10 * 10_000 * 1) / 1e6)
+    assert fast.seconds(r2, 10_000) == pytest.approx((100 * 50_000 * 10 + 10 * 10_000 * 10) / 1e6)
+    # two workers: whichever is free takes the next (longest first)
+    assert rung_seconds(r2, [slow, fast, fast], 10_000, 2) == pytest.approx(slow.seconds(r2, 10_000))
+    assert rung_seconds(r2, [fast, fast], 10_000, 1) == pytest.approx(2 * fast.seconds(r2, 10_000))
+    # the reserve counts the best-ranked candidates of rung 0 for each later rung's size
+    reserve = reserve_seconds([r0, r1, r2], [slow, fast, fast, fast], 10_000, 1)
+    assert reserve == pytest.approx(slow.seconds(r1, 10_000) + 3 * fast.seconds(r1, 10_000)
+                                    + slow.seconds(r2, 10_000) + fast.seconds(r2, 10_000))
+
+
+def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
+    rungs = make_rungs("s", StudySettings(epochs=15, rungs=("2x10000", "5x25000"), promote=4, finalists=3))
+    rate = Rates(train_us=300.0, eval_us=100.0)  # ~4 min per full-fidelity candidate
+    full = rate.seconds(rungs[2], 10_000)
+    assert fit_rungs(rungs, rate, 10_000, 1, 7200) == rungs  # two hours: the whole plan fits
+    short = fit_rungs(rungs, rate, 10_000, 1, 3 * full)
+    assert short[2].keep == 1 and short[1].keep == 4  # the ratio between rungs stays
+    assert fit_rungs(rungs, rate, 10_000, 1, None) == rungs
+    lines = plan_lines(short, rate, 10_000, 1, None, 3 * full)
+    assert "the best 1 candidates" in lines[2] and "estimated total" in lines[-1]
+
+
+def test_ranked_orders_by_validation_accuracy_once_per_candidate():
+    study = optuna.create_study(direction="maximize")
+    for i, (val, outcome, key) in enumerate([(0.90, "complete", "a"), (0.95, "complete", "b"), (0.95, "complete", "c"),
+                                              (0.99, "diverged", "d"), (0.97, "duplicate", "b"), (None, "rejected", "e"),
+                                              (0.96, "complete", "b")]):
+        trial = study.ask()
+        for k, v in TrialRecord(outcome=outcome, val_acc=val, params=1).attrs().items():
+            trial.set_user_attr(k, v)
+        study._storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, key)
+        study.tell(trial, val if val is not None else 0.0)
+    order = [t.number for t in ranked(study.trials)]
+    assert order == [6, 2, 0]  # best first; ties by number; b once (its best); no duplicate, diverged, rejected
+    assert not math.isnan(study.trials[0].value)

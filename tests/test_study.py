@@ -1,0 +1,122 @@
+"""The study's life: storage, the lock, heartbeats, stale trials and retries, on real SQLite files."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import study as study_module
+from nas.config import SettingError
+from nas.record import TrialRecord
+from nas.study import (BEAT_ATTR, beat, enqueue, heartbeat, is_stale, make_storage, redact, requeue,
+                       retry_stale_trials, sqlite_path, storage_lock)
+
+
+def test_passwords_never_show():
+    assert redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert redact("sqlite:///studies/mnist.db") == "sqlite:///studies/mnist.db"
+    with pytest.raises(SettingError) as caught:
+        make_storage("postgresql://me:secret@127.0.0.1:1/x")
+    assert "secret" not in str(caught.value) and "me:***@127.0.0.1:1" in str(caught.value)
+
+
+def test_two_spellings_of_one_sqlite_file_share_one_lock(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_path("sqlite:///a/../s.db") == sqlite_path(f"sqlite:///{tmp_path}/s.db") == tmp_path / "s.db"
+    order = []
+
+    def hold():
+        with storage_lock(f"sqlite:///{tmp_path}/s.db"):
+            order.append("first in")
+            time.sleep(0.5)
+            order.append("first out")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    time.sleep(0.1)
+    with storage_lock("sqlite:///a/../s.db"):
+        order.append("second in")
+    thread.join()
+    assert order == ["first in", "first out", "second in"]
+
+
+def test_a_mistyped_database_is_not_created(tmp_path):
+    with pytest.raises(SettingError, match="no database at"):
+        make_storage(f"sqlite:///{tmp_path}/typo.db", create=False)
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_stale_trials_are_noticed_by_heartbeat_age_or_a_dead_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "STALE_SECONDS", 1.0)
+    study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path}/s.db"))
+    fresh = study.ask()
+    beat(study._storage, fresh._trial_id)
+    assert not is_stale(study._storage.get_trial(fresh._trial_id))
+    # a worker of this host that has exited: stale at once, whatever the beat's age
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = study.ask()
+    study._storage.set_trial_system_attr(gone._trial_id, BEAT_ATTR, {"t": time.time(), "host": study_module.HOST,
+                                                                        "pid": int(dead.stdout)})
+    assert is_stale(study._storage.get_trial(gone._trial_id))
+    # no beat at all (killed right after ask): stale once it started long enough ago
+    silent = study.ask()
+    assert not is_stale(study._storage.get_trial(silent._trial_id))
+    time.sleep(1.2)
+    assert is_stale(study._storage.get_trial(silent._trial_id)) and is_stale(study._storage.get_trial(fresh._trial_id))
+
+
+def test_the_heartbeat_writes_progress_while_the_body_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_module, "HEARTBEAT_SECONDS", 0.1)
+    study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path}/s.db"))
+    trial = study.ask()
+    with heartbeat(study._storage, trial._trial_id) as progress:
+        progress.update(epoch=3, of=15)
+        time.sleep(0.4)
+    b = study._storage.get_trial(trial._trial_id).system_attrs[BEAT_ATTR]
+    assert b["epoch"] == 3 and b["of"] == 15 and b["pid"] == os.getpid() and time.time() - b["t"] < 1
+
+
+def test_requeue_is_idempotent_and_counts_only_real_failures(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=make_storage(url))
+    enqueue(study, {"x": 1}, TrialRecord(name="ref-a"))
+    taken = study.ask()
+    taken.suggest_int("x", 0, 3)
+    first = requeue(study, study._storage.get_trial(taken._trial_id), "interrupted", "Ctrl-C")
+    assert requeue(study, study._storage.get_trial(taken._trial_id), "interrupted", "again") is None  # handled
+    t0, t1 = study.get_trials()
+    assert t0.state == TrialState.FAIL and TrialRecord.of(t0).outcome == "interrupted"
+    r1 = TrialRecord.of(t1)
+    assert t1.state == TrialState.WAITING and r1.retry_of == 0 and r1.retries == 0 and r1.name == "ref-a"
+    assert first == 1 and t1.system_attrs["fixed_params"] == {"x": 1}
+    # a real failure counts; past MAX_RETRIES nothing more is queued
+    again = study.ask()
+    assert again.suggest_int("x", 0, 3) == 1
+    requeue(study, study._storage.get_trial(again._trial_id), "failed", "ValueError: boom")
+    third = study.ask()
+    assert TrialRecord.of(study._storage.get_trial(third._trial_id)).retries == 1
+    assert requeue(study, study._storage.get_trial(third._trial_id), "failed", "ValueError: boom") is None
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL] * 3
+
+
+def test_a_copy_queued_before_a_kill_is_not_queued_twice(tmp_path, monkeypatch):
+    """Killed after the copy was queued but before the trial was failed: the next check only fails it."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=make_storage(url))
+    taken = study.ask()
+    taken.suggest_int("x", 0, 3)
+    real = study._storage.set_trial_state_values
+    monkeypatch.setattr(study._storage, "set_trial_state_values", lambda *a, **k: (_ for _ in ()).throw(SystemExit))
+    with pytest.raises(SystemExit):
+        requeue(study, study._storage.get_trial(taken._trial_id), "interrupted", "killed")
+    monkeypatch.setattr(study._storage, "set_trial_state_values", real)
+    monkeypatch.setattr(study_module, "STALE_SECONDS", 0.0)
+    time.sleep(0.05)
+    assert retry_stale_trials(study, url) == [0]
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]

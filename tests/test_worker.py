@@ -1,0 +1,67 @@
+"""The worker's state machine over the rungs, on a real study and tiny data."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.config import SearchConfig
+from nas.record import TrialRecord
+from nas.search import attach, create_or_finish, read_search
+from nas.study import make_storage
+from nas.worker import Worker, current_bracket
+
+
+@pytest.fixture
+def search(tiny_mnist_dir, tmp_path):
+    config = SearchConfig(storage=f"sqlite:///{tmp_path}/s.db", study="w", device="cpu", data_dir=str(tiny_mnist_dir),
+                          verify_data=False, settings=dict(epochs=2, rungs=("1x100",), finalists=2, promote=2,
+                                                           holdout=200, subset=300))
+    opened = read_search(config)
+    create_or_finish(config, opened, make_storage(config.storage))
+    return attach(config, opened, "run1", 0, 0)
+
+
+def test_screening_comes_first_then_a_promotion_then_the_final_rung(search):
+    worker = Worker(search)
+    assert worker.next_step(None, 3) == ("train", search.rungs[0])  # the queued references
+    for _ in range(3):
+        worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))
+    assert worker.next_step(None, 3) == ("promote", search.rungs[1])  # this run's 3 screened: rank them
+    worker.promote(search.rungs[1])
+    worker.promote(search.rungs[1])  # a second promotion (another worker, a crash and a restart) adds nothing
+    finals = search.studies[1].get_trials()
+    assert len(finals) == 2 and all(t.state == TrialState.WAITING for t in finals)
+    screened = {t.number: TrialRecord.of(t) for t in search.studies[0].get_trials() if t.state.is_finished()}
+    assert {TrialRecord.of(t).promoted_from for t in finals} <= set(screened)
+    assert worker.next_step(None, 3) == ("train", search.rungs[1])
+    for _ in range(2):
+        worker.run_one(search.rungs[1], worker.ask(search.rungs[1]))
+    assert worker.ask(search.rungs[1]) is None  # nothing queued: a final rung never samples
+    assert worker.next_step(None, 3) == ("stop", "done")
+    assert current_bracket(search) == 1  # the round is over: a next run starts a new one
+
+
+def test_an_over_budget_candidate_is_rejected_without_training(search, monkeypatch):
+    from nas import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "train", lambda *a, **k: pytest.fail("trained a rejected candidate"))
+    search.settings = type(search.settings)(**{**search.settings.__dict__, "budget": 15_000})
+    frozen = Worker(search).run_one(search.rungs[0], Worker(search).ask(search.rungs[0]))  # ref-19970
+    r = TrialRecord.of(frozen)
+    assert r.outcome == "rejected" and frozen.state == TrialState.PRUNED and r.val_acc is None
+    assert frozen.constraints["params"] > 0
+
+
+def test_the_final_rungs_weights_are_kept_as_an_artifact(search):
+    from nas.artifacts import artifact_dir, load_weights
+
+    worker = Worker(search)
+    for _ in range(2):
+        worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))
+    worker.promote(search.rungs[1])
+    frozen = worker.run_one(search.rungs[1], worker.ask(search.rungs[1]))
+    state = load_weights(frozen, search.storage, artifact_dir(search.config.storage))
+    assert any(k.endswith("weight") for k in state)
+    screened = search.studies[0].get_trials()[0]
+    with pytest.raises(ValueError, match="has no stored weights"):
+        load_weights(screened, search.storage, artifact_dir(search.config.storage))
