@@ -457,10 +457,6 @@ STUDY_FLAGS = ("budget", "epochs", "rungs", "promote", "finalists", "holdout", "
 
 
 def search_main(args: argparse.Namespace) -> int:
-    import signal
-
-    import optuna
-
     from nas.config import SearchConfig
     from nas.fidelity import parse_rungs, plan_lines
     from nas.results import best_trials, candidate_of, trials_table
@@ -482,7 +478,7 @@ def search_main(args: argparse.Namespace) -> int:
         settings["references"] = False
     config = SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,
                           trials=args.trials, timeout=timeout, sampler=args.sampler, pruner=args.pruner, jobs=args.jobs,
-                          threads=args.threads,
+                          threads=args.threads, artifacts=args.artifacts,
                           seed=args.seed, device=args.device, precision=args.precision, data_dir=args.data_dir)
     state: dict[str, Any] = {}
 
@@ -510,7 +506,8 @@ def search_main(args: argparse.Namespace) -> int:
     reporter = CliReporter({})
     state["reporter"] = reporter
     try:
-        summary = run_search(config, reporter=reporter, on_start=on_start)
+        summary = run_search(config, reporter=reporter, on_start=on_start,
+                             command=_command_line())
     finally:
         reporter.close()
     c = summary.counts
@@ -523,7 +520,7 @@ def search_main(args: argparse.Namespace) -> int:
             print(f"  rung {i}: trained {rc['trained']}, rejected {rc['rejected']}, duplicates {rc['duplicate']}")
     if summary.running_elsewhere:
         print(f"still running elsewhere (other workers, or dead ones not yet noticed): {summary.running_elsewhere}")
-    study = optuna.load_study(study_name=summary.study_name, storage=config.storage)
+    study = summary.study
     table = trials_table(study)
     if not table.empty:
         table = table.sort_values("val_acc", ascending=False).head(args.top)
@@ -550,7 +547,9 @@ def search_main(args: argparse.Namespace) -> int:
     shown = _redacted(config.storage)
     data = f" --data-dir {config.data_dir}" if config.data_dir else ""
     print("\nnext:")
-    print(f"  optuna-dashboard {shown}")
+    from nas.artifacts import artifact_dir
+
+    print(f"  optuna-dashboard {shown} --artifact-dir {_quote(str(artifact_dir(config.storage, config.artifacts)))}")
     print(f"  nas-report --storage {shown} --study {_quote(summary.study_name)} --out report.html")
     print(f"  nas-export --storage {shown} --study {_quote(summary.study_name)} --out best{data}")
     print(f"  nas-train --storage {shown} --study {_quote(summary.study_name)} --trial best --seeds 0,1,2{data}")
@@ -565,6 +564,12 @@ def _redacted(url: str) -> str:
     from nas.study import redact
 
     return redact(url)
+
+
+def _command_line() -> str:
+    from nas.study import redact_text
+
+    return redact_text(" ".join(_quote(a) for a in ["nas-search", *sys.argv[1:]]))
 
 
 def _quote(text: str) -> str:
@@ -610,6 +615,8 @@ def search(argv: list[str] | None = None) -> int:
                    "--rungs none, else none)")
     r.add_argument("--jobs", type=int, default=c["jobs"], help="worker processes sharing the study (default 1)")
     r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core)")
+    r.add_argument("--artifacts", metavar="DIR", help="folder for the full-fidelity trials' weights (default: beside "
+                   "a SQLite file, e.g. studies/mnist.artifacts)")
     r.add_argument("--precision", default=c["precision"], help="auto (default: on the CPU bf16 for screening where "
                    "the hardware has it, fp32 at full fidelity; bf16 on CUDA), fp32 or bf16")
     r.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")

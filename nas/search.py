@@ -159,11 +159,12 @@ def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.stora
     return new
 
 
-def attach(config: SearchConfig, opened: Opened, run_id: str, worker: int, trials_before: int) -> Search:
+def attach(config: SearchConfig, opened: Opened, run_id: str, worker: int, trials_before: int,
+           storage: optuna.storages.BaseStorage | None = None) -> Search:
     """Open everything a worker needs, once per process."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(config.device)
-    storage = make_storage(config.storage)
+    storage = storage or make_storage(config.storage)
     rungs = make_rungs(opened.name, opened.settings)
     pruner = config.pruner_for(opened.settings)
     studies = []
@@ -209,6 +210,7 @@ class SearchSummary:
     running_elsewhere: int = 0  # RUNNING trials of other runs (other machines, or dead workers)
     multi_objective: bool = False
     signal: int | None = None  # SIGINT / SIGTERM that interrupted the run
+    study: optuna.Study | None = field(default=None, repr=False)  # the main study, to read the results
 
 
 COUNTED = ("trained", "complete", "pruned", "diverged", "rejected", "duplicate", "failed", "interrupted")
@@ -236,11 +238,13 @@ def count_run(search: Search, run_id: str) -> tuple[dict[str, int], list[dict[st
 
 
 def run_search(config: SearchConfig, reporter: Reporter | None = None,
-               on_start: Any = None) -> SearchSummary:
+               on_start: Any = None, command: str = "") -> SearchSummary:
     """Create, finish creating or resume the search and work on it until its plan is done.
 
     ``on_start(search, new, plan_estimate)`` is called once the studies are open; ``reporter``
     hears of trials and epochs (with several jobs, the main process reads them from the storage).
+    Each run is recorded in the main study (``nas:runs``: its command, start, wall time, why it
+    stopped), so a result can always say how it was found.
     """
     reporter = reporter or QuietReporter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -256,7 +260,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     threads = worker_threads(config.jobs, config.threads)
     if resolve_device(config.device).type == "cpu":
         torch.set_num_threads(threads)
-    search = attach(config, opened, run_id, 0, trials_before)
+    search = attach(config, opened, run_id, 0, trials_before, storage)
     for study in search.studies:  # a run that starts later also finds what dead workers left
         retry_stale_trials(study, config.storage)
     start = time.time()
@@ -284,8 +288,27 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
     counts, per_rung, elsewhere = count_run(search, run_id)
+    record_run(search, {"run": run_id, "command": command, "started": start, "seconds": round(time.time() - start, 1),
+                        "stopped": stopped, "timeout": config.timeout, "trials": config.trials, "jobs": config.jobs,
+                        "threads": worker_threads(config.jobs, config.threads) * config.jobs, "seed": config.seed,
+                        "device": search.device, "trained": counts["trained"]})
     return SearchSummary(opened.name, redact(config.storage), new, run_id, stopped, time.time() - start, counts,
-                         per_rung, elsewhere, opened.settings.multi_objective, signum)
+                         per_rung, elsewhere, opened.settings.multi_objective, signum, search.studies[-1])
+
+
+RUNS_ATTR = "nas:runs"
+
+
+def record_run(search: Search, run: dict[str, Any]) -> None:
+    main = search.studies[-1]
+    with storage_lock(search.config.storage):
+        runs = search.storage.get_study_system_attrs(main._study_id).get(RUNS_ATTR, [])
+        search.storage.set_study_system_attr(main._study_id, RUNS_ATTR, [*runs, run])
+
+
+def runs_of(study: optuna.Study) -> list[dict[str, Any]]:
+    """The runs recorded in a search's main study, oldest first."""
+    return study._storage.get_study_system_attrs(study._study_id).get(RUNS_ATTR, [])
 
 
 # ---------------------------------------------------------------- worker processes
@@ -355,6 +378,9 @@ def _run_processes(config: SearchConfig, opened: Opened, search: Search, trials_
                 time.sleep(1.0)
                 check_signal()
                 watcher.poll()
+                if any(p.exitcode not in (None, 0) for p in processes):  # a worker died: its trial goes back now
+                    for study in search.studies:
+                        retry_stale_trials(study, config.storage)
             break
         except (KeyboardInterrupt, Interrupted) as e:
             # Ctrl-C reaches the workers too (same process group); SIGTERM is passed on. Each worker

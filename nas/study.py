@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -52,6 +52,13 @@ def redact(url: str) -> str:
     except Exception:  # noqa: BLE001 - not a URL sqlalchemy knows: nothing to hide in it
         return url
     return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def redact_text(text: str) -> str:
+    """Any ``scheme://user:password@`` in a text (a command line, a message) with the password hidden."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]*):([^@\s]+)@", r"\1:***@", text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -129,7 +136,9 @@ def storage_lock(url: str) -> Iterator[None]:
     a process). It orders: table creation, study creation, queueing, ``study.ask()`` (SQLite cannot
     lock the waiting trial it pops: optuna issue 4002), promotions and retries."""
     path = sqlite_path(url)
-    key = str(path) if path is not None else url
+    # One lock object per thread for a server (its connection holds the lock); filelock keeps
+    # per-thread state itself.
+    key = str(path) if path is not None else f"{url}#{threading.get_ident()}"
     with _LOCKS_GUARD:
         lock = _LOCKS.get(key)
         if lock is None:
@@ -245,15 +254,22 @@ def is_stale(trial: FrozenTrial, now: float | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[dict[str, Any]]:
-    """Beat while the body runs. The yielded dict is progress (e.g. epoch) sent with each beat."""
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int,
+              watch: Callable[[], Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Beat while the body runs. The yielded dict is progress (e.g. epoch) sent with each beat.
+    ``watch`` runs every other beat: the worker looks for other workers' stale trials while it
+    trains, so a dead worker's trial is queued again within seconds, not after this trial."""
     progress: dict[str, Any] = {}
     stop = threading.Event()
 
     def loop() -> None:
+        beats = 0
         while not stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):  # a busy database delays a beat; the next one comes
                 beat(storage, trial_id, **progress)
+                beats += 1
+                if watch is not None and beats % 2 == 0:
+                    watch()
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()

@@ -233,7 +233,7 @@ class Worker:
         if rung.index == 0:
             record.bracket = self.bracket
         try:
-            with heartbeat(s.storage, trial._trial_id) as progress:
+            with heartbeat(s.storage, trial._trial_id, watch=self.retry_stale) as progress:
                 record.write(trial, rung=rung.index, fidelity=rung.label, run=s.run_id, bracket=record.bracket)
                 state, values = self.evaluate(trial, rung, record, progress)
         except (KeyboardInterrupt, Interrupted) as e:
@@ -273,9 +273,7 @@ class Worker:
         untrained = 0
         while True:
             check_signal()
-            for study in s.studies:
-                for number in retry_stale_trials(study, s.config.storage):
-                    self.reporter.message(f"trial {number} of {study.study_name!r} lost its worker; queued again")
+            self.retry_stale()
             action, arg = self.next_step(deadline, trials)
             if action == "stop":
                 return arg
@@ -300,6 +298,12 @@ class Worker:
                 untrained = 0 if TrialRecord.of(frozen).trained else untrained + 1
                 if untrained >= MAX_UNTRAINED_IN_A_ROW:
                     return "stalled"
+
+    def retry_stale(self) -> None:
+        """Queue again the trials of workers that are gone (any worker, any machine)."""
+        for study in self.search.studies:
+            for number in retry_stale_trials(study, self.search.config.storage):
+                self.reporter.message(f"trial {number} of {study.study_name!r} lost its worker; queued again")
 
     def next_step(self, deadline: float | None, trials: int | None) -> tuple[str, Any]:
         """What to do now, from the state of the studies: ("train", rung), ("promote", rung),

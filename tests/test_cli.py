@@ -2,9 +2,8 @@
 
 import json
 import os
+import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -128,8 +127,20 @@ def test_search_resume_retrain_and_export_end_to_end(real_mnist_dir, tmp_path):
     trial = optuna.load_study(study_name="e2e", storage=storage).trials[retrained["trial"]]
     assert trial.user_attrs["retrain_test_acc"] == retrained["test_acc"] and trial.user_attrs["retrain_seeds"] == [0, 1]
     assert trial.user_attrs["retrain_mean"] == pytest.approx(retrained["mean"])
-    model = tmp_path / "best.pt"
-    out = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(model), "--epochs", "1",
+    out = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "best"), "--epochs", "1",
               "--data-dir", str(real_mnist_dir), "--device", "cpu").stdout
-    assert "final-epoch test acc" in out and model.exists() and model.with_suffix(".json").exists()
-    assert_one_line_error(run("nas-export", "--storage", storage, "--study", "nope", ok=False), "no study 'nope'")
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["metrics.json", "model.onnx", "model.pt",
+                                                                      "model.pt2", "spec.json"]
+    assert re.search(r"model\.pt2 +1,000 test images: .* same class on 1,000/1,000: ok", out)
+    assert re.search(r"model\.onnx +1,000 test images: .* same class on 1,000/1,000: ok", out)
+    metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    assert metrics["retrained"] is True and metrics["epochs"] == 1 and metrics["source"]["study"] == "e2e"
+    stored = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "stored"),
+                 "--no-retrain", "--data-dir", str(real_mnist_dir)).stdout
+    assert "not retrained" in stored and "training" not in stored.split("\n")[0]
+    assert json.loads((tmp_path / "stored" / "metrics.json").read_text())["retrained"] is False
+    assert_one_line_error(run("nas-export", "--storage", storage, "--study", "nope", "--out", str(tmp_path / "x"),
+                              ok=False), "no study 'nope'")
+    report = run("nas-report", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "r.html"),
+                 "--csv", str(tmp_path / "t.csv")).stdout
+    assert "figures" in report and (tmp_path / "r.html").stat().st_size > 1_000_000

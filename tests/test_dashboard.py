@@ -6,7 +6,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from dataclasses import replace
 
 import optuna
 import pytest

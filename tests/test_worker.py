@@ -1,6 +1,5 @@
 """The worker's state machine over the rungs, on a real study and tiny data."""
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
