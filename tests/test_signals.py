@@ -47,8 +47,8 @@ def alive(pid):
                                                  (1, signal.SIGINT, True), (2, signal.SIGINT, True)])
 def test_a_signal_ends_the_run_cleanly_and_the_same_command_resumes(real_mnist_dir, tmp_path, jobs, sig, to_group):
     db = tmp_path / "s.db"
-    args = [command("nas-search"), "--storage", f"sqlite:///{db}", "--study", "sig", "--rungs", "none", "--epochs", "3",
-            "--trials", "6", "--subset", "2000", "--holdout", "500", "--data-dir", str(real_mnist_dir),
+    args = [command("nas-search"), "--storage", f"sqlite:///{db}", "--study", "sig", "--rungs", "none", "--epochs", "2",
+            "--trials", "4", "--subset", "2000", "--holdout", "500", "--data-dir", str(real_mnist_dir),
             "--device", "cpu", "--jobs", str(jobs)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -57,7 +57,7 @@ def test_a_signal_ends_the_run_cleanly_and_the_same_command_resumes(real_mnist_d
     while running(db) < jobs and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
     assert process.poll() is None, process.stderr.read()
-    time.sleep(1)  # inside training
+    time.sleep(0.5)  # inside training
     workers = children(process.pid) if jobs > 1 else []
     if to_group:  # Ctrl-C in a terminal reaches the whole process group
         os.killpg(process.pid, sig)
