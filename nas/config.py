@@ -52,7 +52,7 @@ class StudySettings:
     space_digest: str = ""
     budget: int = 20_000  # candidates need fewer parameters
     epochs: int = 15  # of the full-fidelity (last) rung
-    rungs: tuple[str, ...] = ("2x10000", "5x25000")  # screening rungs before the last: EPOCHS[xIMAGES]
+    rungs: tuple[str, ...] = ("2x10000", "2")  # screening rungs before the last, EPOCHS[xIMAGES]: benchmarks/fidelity.py
     promote: int = 4  # each rung trains the best 1/promote of the rung below
     finalists: int = 3  # candidates trained at full fidelity per round
     holdout: int = 10_000  # validation images held out of the 60,000 training images
@@ -150,7 +150,14 @@ class SearchConfig:
     def new_settings(self, **fixed: Any) -> StudySettings:
         """The settings a new study gets: the defaults, what was asked, and ``fixed`` (the space).
         Several objectives mean one fidelity unless rungs were asked for."""
-        implied = {"rungs": ()} if len(self.settings.get("objectives", ())) > 1 else {}
+        implied: dict[str, Any] = {}
+        if len(self.settings.get("objectives", ())) > 1:
+            implied["rungs"] = ()
+        elif "rungs" not in self.settings:  # the default rungs that are cheaper than this study's full fidelity
+            from nas.fidelity import fitting_rungs  # noqa: PLC0415 - fidelity imports this module
+
+            probe = StudySettings(**{**self.settings, "rungs": ()})
+            implied["rungs"] = fitting_rungs(StudySettings().rungs, probe.epochs, probe.train_images)
         return StudySettings(**{**implied, **self.settings, **fixed})
 
     @property

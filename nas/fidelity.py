@@ -61,6 +61,19 @@ def check_rungs(rungs: Iterable[str], epochs: int, train_images: int) -> None:
                                "fewer epochs x images than the one after it (or use rungs none)")
 
 
+def fitting_rungs(rungs: Iterable[str], epochs: int, train_images: int) -> tuple[str, ...]:
+    """The longest run of ``rungs`` that is cheaper, rung by rung, than the full fidelity: the default
+    rungs for a study with few epochs or a small subset."""
+    kept: list[str] = []
+    for text in rungs:
+        try:
+            check_rungs((*kept, text), epochs, train_images)
+        except SettingError:
+            break
+        kept.append(text)
+    return tuple(kept)
+
+
 def label(epochs: int, images: int) -> str:
     return f"{epochs} ep x {images:,} img"
 

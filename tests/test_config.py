@@ -49,3 +49,12 @@ def test_pruning_needs_one_fidelity():
         SearchConfig(pruner="median").pruner_for(StudySettings())
     assert SearchConfig().pruner_for(StudySettings(rungs=())) == "median"
     assert SearchConfig().pruner_for(StudySettings()) == "none"
+
+
+def test_default_rungs_shrink_to_fit_a_small_study_and_explicit_ones_do_not():
+    assert SearchConfig().new_settings().rungs == StudySettings().rungs
+    assert SearchConfig(settings={"epochs": 4, "subset": 10_000}).new_settings().rungs == ("2x10000",)
+    small = SearchConfig(settings={"epochs": 1, "subset": 300}).new_settings()
+    assert small.rungs == ()  # nothing is cheaper than 1 epoch on 300 images: one fidelity
+    with pytest.raises(SettingError):
+        SearchConfig(settings={"epochs": 1, "subset": 300, "rungs": ("2x10000",)})
