@@ -144,6 +144,7 @@ def main() -> None:
         ok = result["integrity"] and final.returncode == 0
         print(f"kills {kills}, trials expected {result['expected']} found {result['found']}, lost {result['lost']}, "
               f"duplicated {result['duplicated']}, zombies {result['zombies']}, integrity {'ok' if ok else 'FAILED'}")
+        sys.exit(0 if ok and not (result["lost"] or result["duplicated"] or result["zombies"]) else 1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Trial weights as Optuna artifacts: each full-fidelity trial's final weights are kept in a
+"""Trial weights as Optuna artifacts: each trained trial's final weights are kept in a
 ``FileSystemArtifactStore`` beside the storage, so optuna-dashboard offers them for download and
 ``nas-export --no-retrain`` exports them without training again."""
 
@@ -41,8 +41,8 @@ def load_weights(trial: optuna.trial.FrozenTrial, storage: optuna.storages.BaseS
     """The trial's stored weights (a state dict)."""
     metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == WEIGHTS]
     if not metas:
-        raise SettingError("no_retrain", f"trial {trial.number} has no stored weights (only full-fidelity trials "
-                           "keep them, from this version on); export it with retraining")
+        raise SettingError("no_retrain", f"trial {trial.number} has no stored weights (it was not trained, or was "
+                           "trained before weights were kept); export it with retraining")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / WEIGHTS
         try:

@@ -159,6 +159,8 @@ def show_space(args: argparse.Namespace) -> int:
 
 
 def show(argv: list[str] | None = None) -> int:
+    from nas.budget import DEFAULT_BUDGET
+
     parser = Parser(prog="nas-show", description="Show a network's layers, parameters and "
                                      "FLOPs, list the presets, or audit a search space without training.")
     group = add_candidate_args(parser, required=False)
@@ -166,7 +168,7 @@ def show(argv: list[str] | None = None) -> int:
     group.add_argument("--space", metavar="FILE", help="audit a search space file: sample it without training")
     parser.add_argument("--sample", type=int, default=1000, metavar="N", help="samples for --space (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --space sampling (default 0)")
-    parser.add_argument("--budget", type=int, default=20_000, help="parameter budget for --space (default 20000)")
+    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help=f"parameter budget for --space (default {DEFAULT_BUDGET})")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return run_cli("nas-show", show_main, parser, argv)
 
@@ -581,7 +583,7 @@ def _quote(text: str) -> str:
 def search(argv: list[str] | None = None) -> int:
     import dataclasses
 
-    from nas.config import DEFAULT_SPACE, PRUNERS, SAMPLERS, SearchConfig, StudySettings
+    from nas.config import DEFAULT_SPACE, DEFAULT_TRIALS, PRUNERS, SAMPLERS, SearchConfig, StudySettings
 
     d = {f.name: f.default for f in dataclasses.fields(StudySettings)}
     c = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
@@ -606,7 +608,7 @@ def search(argv: list[str] | None = None) -> int:
     g.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
     r = parser.add_argument_group("this run")
     r.add_argument("--trials", type=int, help="candidates to screen in this run (default: as many as --timeout "
-                   f"allows, else {200})")
+                   f"allows, else {DEFAULT_TRIALS})")
     r.add_argument("--timeout", type=float, metavar="SECONDS", help="finish this run, full-fidelity rung included, "
                    "in about this long")
     r.add_argument("--hours", type=float, help="the same in hours")
@@ -615,7 +617,7 @@ def search(argv: list[str] | None = None) -> int:
                    "--rungs none, else none)")
     r.add_argument("--jobs", type=int, default=c["jobs"], help="worker processes sharing the study (default 1)")
     r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core)")
-    r.add_argument("--artifacts", metavar="DIR", help="folder for the full-fidelity trials' weights (default: beside "
+    r.add_argument("--artifacts", metavar="DIR", help="folder for the trained trials' weights (default: beside "
                    "a SQLite file, e.g. studies/mnist.artifacts)")
     r.add_argument("--precision", default=c["precision"], help="auto (default: on the CPU bf16 for screening where "
                    "the hardware has it, fp32 at full fidelity; bf16 on CUDA), fp32 or bf16")
@@ -651,6 +653,9 @@ def export_main(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_destination(out, args.force)  # before any training
+    if args.no_retrain and args.epochs is not None:
+        raise ValueError("--epochs sets the retraining; with --no-retrain the trial's own weights are exported as "
+                         "they are (leave out one of the two)")
     trial = study = None
     if args.preset or args.spec:
         if args.no_retrain:
@@ -685,8 +690,11 @@ def export_main(args: argparse.Namespace) -> int:
         from nas.builder import build_model
         from nas.engine import accuracy
 
+        trained = trial
+        if record.outcome == "duplicate":  # it reused an earlier trial's training: those are its weights
+            trained = next(t for t in study.get_trials(deepcopy=False) if t.number == record.duplicate_of)
         model = build_model(candidate.arch)
-        model.load_state_dict(load_weights(trial, study._storage, artifact_dir(args.storage, args.artifacts)))
+        model.load_state_dict(load_weights(trained, study._storage, artifact_dir(args.storage, args.artifacts)))
         test_acc = accuracy(model.eval(), data.test_images, data.test_labels)
         r = TrialRecord.of(trial)
         print(f"{label}: {params:,} params; its weights from the search ({r.fidelity}, seed {r.seed}), not retrained")

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.budget import DEFAULT_BUDGET
 from nas.spec import MAX_EPOCHS
 
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "flops": "minimize"}
@@ -50,7 +51,7 @@ class StudySettings:
 
     space: str = "mnist_20k"  # the space's name; its text is stored in the study
     space_digest: str = ""
-    budget: int = 20_000  # candidates need fewer parameters
+    budget: int = DEFAULT_BUDGET  # candidates need fewer parameters
     epochs: int = 15  # of the full-fidelity (last) rung
     rungs: tuple[str, ...] = ("2x10000", "2")  # screening rungs before the last, EPOCHS[xIMAGES]: benchmarks/fidelity.py
     promote: int = 4  # each rung trains the best 1/promote of the rung below

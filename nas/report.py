@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from nas.budget import DEFAULT_BUDGET
 from nas.dashboard import pareto_front
 from nas.describe import recipe_line
 from nas.record import TrialRecord, candidate_of
@@ -139,7 +140,7 @@ def build_report(study: optuna.Study, top: int = 10) -> tuple[str, list[go.Figur
     """The page's HTML and its figures, for the search whose main study is ``study``."""
     settings = settings_of(study)
     rungs = [(rung, s) for rung, s in rung_studies(study) if s is not None] or [(None, study)]
-    budget = settings.budget if settings else 20_000
+    budget = settings.budget if settings else DEFAULT_BUDGET
     first_rung, first = rungs[0]
     first_label = f"rung 0, {first_rung.label}" if first_rung is not None else study.study_name
     figures = [history_figure(first, first_label), size_figure(first, first_label, "params"),

@@ -254,6 +254,8 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     load_mnist(config.data_dir, verify=config.verify_data)  # and so do bad data files
     storage = make_storage(config.storage)
     new = create_or_finish(config, opened, storage)
+    if not new and not opened.exists:  # another run made the study meanwhile: its settings rule
+        opened = read_search(config)
     run_id = uuid.uuid4().hex[:12]
     trials_before = len(find_study(storage, make_rungs(opened.name, opened.settings)[0].study_name)
                         .get_trials(deepcopy=False))

@@ -168,7 +168,10 @@ class Worker:
         seed = record.seed if record.seed is not None else s.config.seed + trial.number
         record.write(trial, seed=seed, device=s.device)
         self.reporter.trial_started(rung, trial.number, record)
-        report = rung.final and not s.settings.multi_objective  # Optuna keeps no curves for several objectives
+        # Learning curves at full fidelity (and the pruner's evidence there); the references get theirs at
+        # every rung, a few cheap evaluations, so the report can always draw them.
+        curve = rung.final or bool(record.name)
+        report = curve and not s.settings.multi_objective  # Optuna keeps no curves for several objectives
 
         def on_epoch(m) -> bool:
             check_signal()
@@ -176,12 +179,13 @@ class Worker:
             self.reporter.epoch(rung, trial.number, m.epoch, rung.epochs, m.val_acc)
             if report and m.val_acc is not None:
                 trial.report(m.val_acc, m.epoch)
-                return m.epoch < rung.epochs and trial.should_prune()  # a finished run is complete
+                # Only the final rung prunes; a finished run is complete.
+                return rung.final and m.epoch < rung.epochs and trial.should_prune()
             return False
 
         data = s.data_for(rung)
         result = train(candidate.arch, candidate.recipe, data, s.device, seed, on_epoch=on_epoch,
-                       on_batch=lambda n: check_signal(), precision=self.precision, val_every_epoch=rung.final,
+                       on_batch=lambda n: check_signal(), precision=self.precision, val_every_epoch=curve,
                        evaluate_test=rung.final, ranking_only=not rung.final)
         last = result.epochs[-1]
         eval_seconds = sum(m.eval_seconds for m in result.epochs)
@@ -195,8 +199,8 @@ class Worker:
                      train_us=round(1e6 * train_seconds / (len(data.train_labels) * last.epoch), 3),
                      eval_us=round(1e6 * eval_seconds / max(1, evaluations * len(data.val_labels)), 3),
                      reason=result.stopped)
-        if rung.final:  # the weights worth keeping: downloadable in the dashboard, exported by --no-retrain
-            save_weights(trial, state_bytes(result.model), artifact_dir(s.config.storage, s.config.artifacts))
+        # Every trained trial keeps its weights (tens of KB): downloadable in the dashboard, exported by --no-retrain.
+        save_weights(trial, state_bytes(result.model), artifact_dir(s.config.storage, s.config.artifacts))
         if outcome == "pruned":
             return TrialState.PRUNED, None
         return TrialState.COMPLETE, self.values(val, verdict.params, record.flops)

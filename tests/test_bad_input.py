@@ -33,6 +33,9 @@ def world(tmp_path_factory):
     (w / "huge-input.json").write_text(json.dumps({**spec, "arch": {**spec["arch"], "in_size": 100000}}))
     (w / "wide-input.json").write_text(json.dumps({**spec, "arch": {**spec["arch"], "in_size": 1024}}))
     (w / "rgb.json").write_text(json.dumps({**spec, "arch": {**spec["arch"], "in_channels": 3}}))
+    (w / "classes.json").write_text(json.dumps({**spec, "arch": {**spec["arch"], "classes": 7,
+                                                                 "layers": [*spec["arch"]["layers"][:3],
+                                                                            {"op": "conv", "out": 7, "k": 1}]}}))
     (w / "nested.json").write_text("[" * 100_000 + "]" * 100_000)
     (w / "infinity.json").write_text(json.dumps(spec).replace('"out": 16', '"out": 16, "k": 3') .replace(
         '{"op": "relu"}', '{"op": "dropout", "p": Infinity}'))
@@ -102,6 +105,7 @@ CASES = [
     ("nas-train --preset ref-10066 --batch-size 1000000000", "batch_size must be an integer from 1 to 4096"),
     ("nas-train --preset ref-10066 --precision fp16", "precision must be one of auto, fp32, bf16"),
     ("nas-train --spec {w}/rgb.json --data-dir {mnist}", "MNIST images are 1-channel 28x28"),
+    ("nas-train --spec {w}/classes.json --data-dir {mnist}", "scores 7 classes, but MNIST images are 1-channel 28x28 with 10"),
     ("nas-train --trial best --storage sqlite:///{w}/typo.db", "no database at"),
     ("nas-train --trial abc --storage sqlite:///{study_db}", "must be a trial number or 'best'"),
     ("nas-train --trial 999 --storage sqlite:///{study_db}", "has no trial 999"),
@@ -141,6 +145,7 @@ CASES = [
     ("nas-export --storage sqlite:///{study_db} --trial {rejected} --out {w}/x", "was rejected"),
     ("nas-export --storage sqlite:///{study_db} --epochs 0 --out {w}/x --data-dir {mnist}", "--epochs must be between"),
     ("nas-export --preset ref-10066 --no-retrain --out {w}/x", "--no-retrain needs a trial of a search"),
+    ("nas-export --storage sqlite:///{study_db} --no-retrain --epochs 2 --out {w}/x", "--epochs sets the retraining"),
     ("nas-export --storage postgresql://u:" + PASSWORD + "@127.0.0.1:1/db --out {w}/x", "cannot open storage"),
     # nas-report
     ("nas-report --storage sqlite:///{w}/typo.db", "no database at"),
@@ -192,7 +197,8 @@ def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys
     assert (full / "keep.txt").read_text() == "precious" and sorted(p.name for p in full.iterdir()) == ["keep.txt"]
     if "budget 8000" not in text:
         assert study_db.stat().st_mtime == before or "study_db" not in line  # the study is not written
-    assert not (world / "typo.db").exists()  # a mistyped database is never created
+    for name in ("typo.db", "seed.db", "budget.db", "seed.db.lock", "budget.db.lock"):
+        assert not (world / name).exists(), name  # refused before any database is created
     assert not re.search(r"\x1b\[", err)  # escape sequences are not printed raw
 
 

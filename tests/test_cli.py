@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -133,6 +134,22 @@ def test_search_resume_retrain_and_export_end_to_end(real_mnist_dir, tmp_path):
                                                                       "model.pt2", "spec.json"]
     assert re.search(r"model\.pt2 +1,000 test images: .* same class on 1,000/1,000: ok", out)
     assert re.search(r"model\.onnx +1,000 test images: .* same class on 1,000/1,000: ok", out)
+    # The folder runs with plain PyTorch and onnxruntime, in a process where this package cannot be imported.
+    plain = r"""
+import gzip, sys
+sys.modules["nas"] = None
+import numpy as np, onnxruntime, torch
+raw = gzip.open(sys.argv[2] + "/t10k-images-idx3-ubyte.gz").read()
+images = np.frombuffer(raw, np.uint8, offset=16)[: 100 * 784].reshape(100, 1, 28, 28)
+labels = np.frombuffer(gzip.open(sys.argv[2] + "/t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)[:100]
+x = ((images.astype(np.float32) / 255 - 0.1307) / 0.3081)
+a = torch.export.load(sys.argv[1] + "/model.pt2").module()(torch.from_numpy(x)).argmax(1).numpy()
+b = onnxruntime.InferenceSession(sys.argv[1] + "/model.onnx").run(None, {"image": x})[0].argmax(1)
+print(int((a == b).sum()), int((a == labels).sum()))
+"""
+    same, correct = map(int, subprocess.run([sys.executable, "-c", plain, str(tmp_path / "best"), str(real_mnist_dir)],
+                                            capture_output=True, text=True, check=True).stdout.split())
+    assert same == 100 and correct > 50  # the same answer from both formats on 100 real test images
     metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
     assert metrics["retrained"] is True and metrics["epochs"] == 1 and metrics["source"]["study"] == "e2e"
     stored = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "stored"),

@@ -37,6 +37,9 @@ def test_the_page_is_self_contained_and_carries_each_figures_data(study, tmp_pat
     # each figure holds the trials it plots: e.g. the references, by name, in the accuracy figures
     calls = re.findall(r'Plotly\.newPlot\(\s*"figure-(\d+)",\s*(\[.*?\]),\s*\{', page, flags=re.S)
     data = {int(i): json.loads(d) for i, d in calls}
+    assert sorted(data) == list(range(figures))
+    for i, traces in data.items():  # every figure plots points of this study, not an empty frame
+        assert any(len(trace.get("x") or trace.get("y") or []) for trace in traces), f"figure {i} is empty"
     size = data[1]
     assert {trace["name"] for trace in size} >= {"candidates", "references", "Pareto front"}
     refs = next(trace for trace in size if trace["name"] == "references")

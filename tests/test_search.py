@@ -78,8 +78,9 @@ def test_rungs_screen_cheaply_and_train_only_the_best_at_full_fidelity(config):
 def test_a_timeout_run_plans_the_rungs_and_ends_with_a_full_fidelity_winner(config):
     cfg = replace(config, settings=TWO_RUNGS, trials=None, timeout=15)
     summary = run_search(cfg)
-    assert summary.stopped == "done" and best_trials(load(cfg)) and summary.rung_counts[0]["trained"] >= 5
-    assert summary.seconds < 15 * 1.5
+    # How many it screens depends on the machine's speed; that it screens, promotes and ends on time does not.
+    assert summary.stopped == "done" and best_trials(load(cfg)) and summary.rung_counts[0]["trained"] >= 1
+    assert summary.rung_counts[1]["trained"] >= 1 and summary.seconds < 15 * 1.5
 
 
 def test_over_budget_candidates_are_rejected_untrained_and_infeasible(config):
@@ -272,3 +273,20 @@ def test_two_runs_creating_one_study_at_once_both_work_on_it(config):
     assert errors == [] and sorted(s.new_study for s in summaries) == [False, True]
     names = [TrialRecord.of(t).name for t in load(config).get_trials() if TrialRecord.of(t).name]
     assert sorted(names) == sorted(REFERENCES)
+
+
+def test_a_run_that_loses_the_race_to_create_a_study_takes_its_settings_or_refuses(config, monkeypatch):
+    import nas.search as search_module
+
+    real = search_module.create_or_finish
+    winner = replace(config, settings={**ONE_RUNG, "budget": 15_000})
+
+    def the_other_run_creates_it_first(cfg, opened, storage):
+        real(winner, read_search(winner), storage)
+        return real(cfg, opened, storage)
+
+    monkeypatch.setattr(search_module, "create_or_finish", the_other_run_creates_it_first)
+    with pytest.raises(SettingError, match="budget"):  # asked explicitly for another budget: refused
+        run_search(replace(config, settings={**ONE_RUNG, "budget": 12_000}, trials=1))
+    assert load(config).user_attrs["nas"]["budget"] == 15_000
+    assert [t for t in load(config, "t").get_trials() if t.state != TrialState.WAITING] == []  # nothing trained

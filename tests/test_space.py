@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import optuna
 import pytest
 import yaml
@@ -106,3 +108,8 @@ def test_the_digest_ignores_references_and_tracks_distributions(tmp_path):
     base = SearchSpace.from_file(REPO_SPACE).digest
     assert SearchSpace.from_file(write_space(tmp_path, lambda d: d.pop("references"))).digest == base
     assert SearchSpace.from_file(write_space(tmp_path, lambda d: d["recipe"].update(epochs=10))).digest != base
+
+
+def test_the_packaged_default_space_is_the_file_users_edit():
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo / "nas" / "spaces" / "mnist_20k.yaml").read_text() == (repo / "search_spaces" / "mnist_20k.yaml").read_text()

@@ -4,7 +4,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.config import SearchConfig
-from nas.record import TrialRecord
+from nas.record import TrialRecord, candidate_of
 from nas.search import attach, create_or_finish, read_search
 from nas.study import make_storage
 from nas.worker import Worker, current_bracket
@@ -51,16 +51,22 @@ def test_an_over_budget_candidate_is_rejected_without_training(search, monkeypat
     assert frozen.constraints["params"] > 0
 
 
-def test_the_final_rungs_weights_are_kept_as_an_artifact(search):
+def test_every_trained_trials_weights_are_kept_as_an_artifact(search):
     from nas.artifacts import artifact_dir, load_weights
+    from nas.builder import build_model
 
     worker = Worker(search)
     for _ in range(2):
         worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))
     worker.promote(search.rungs[1])
     frozen = worker.run_one(search.rungs[1], worker.ask(search.rungs[1]))
-    state = load_weights(frozen, search.storage, artifact_dir(search.config.storage))
-    assert any(k.endswith("weight") for k in state)
-    screened = search.studies[0].get_trials()[0]
+    screened = [t for t in search.studies[0].get_trials() if t.state.is_finished()]
+    assert len(screened) == 2
+    for trial in [frozen, *screened]:  # the final rung's and the screened ones
+        state = load_weights(trial, search.storage, artifact_dir(search.config.storage))
+        build_model(candidate_of(trial).arch).load_state_dict(state)  # the trial's own network's weights
+    search.settings = type(search.settings)(**{**search.settings.__dict__, "budget": 15_000})
+    rejected = worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))  # over budget: never trained
+    assert TrialRecord.of(rejected).outcome == "rejected"
     with pytest.raises(ValueError, match="has no stored weights"):
-        load_weights(screened, search.storage, artifact_dir(search.config.storage))
+        load_weights(rejected, search.storage, artifact_dir(search.config.storage))

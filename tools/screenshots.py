@@ -4,7 +4,7 @@ in optuna-dashboard (its note with the layer table).
     python tools/screenshots.py --storage sqlite:///studies/mnist.db --study NAME [--out docs]
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); writes ``report.png`` and
-``dashboard.png`` (and the ``report.html`` they show) into ``--out``.
+``dashboard.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(args.storage, args.study)
-    report = out / "report.html"
-    write_report(study, report)
-    chromium(report.resolve().as_uri(), out / "report.png", height=2400)
+    with tempfile.TemporaryDirectory() as tmp:  # the page itself (megabytes of plotly.js) stays out of the repo
+        report = Path(tmp) / "report.html"
+        write_report(study, report)
+        chromium(report.resolve().as_uri(), out / "report.png", height=2400)
     port = free_port()
     command = [str(Path(sys.executable).parent / "optuna-dashboard"), args.storage, "--host", "127.0.0.1",
                "--port", str(port)] + (["--artifact-dir", args.artifacts] if args.artifacts else [])
