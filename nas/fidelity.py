@@ -152,6 +152,23 @@ def reserve_seconds(rungs: list[Rung], ranked: list[Rates], val_images: int, job
     return total
 
 
+def later_seconds(rungs: list[Rung], estimate: Rates, val_images: int, jobs: int) -> float:
+    """Time the rungs after screening take for average candidates: what a timeout must leave them."""
+    return sum(rung_seconds(r, [estimate] * (r.keep or 0), val_images, jobs) for r in rungs[1:])
+
+
+def check_timeout(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int,
+                  timeout: float | None) -> None:
+    """Refuse a timeout too short for even the smallest plan (one finalist): it could not end on time."""
+    if timeout is None or estimate is None or len(rungs) == 1:
+        return
+    need = later_seconds(rungs, estimate, val_images, jobs)
+    if need >= timeout:
+        raise SettingError("timeout", f"{timeout:,.0f} s cannot hold even one full-fidelity candidate: promoting "
+                           f"and training it takes about {need:,.0f} s on this machine (measured); ask for at least "
+                           f"{math.ceil(need * 1.5 / 60) * 60:,} s, or lower epochs or subset")
+
+
 def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int, timeout: float | None,
               screening_share: float = 0.5) -> list[Rung]:
     """The rungs with their sizes cut, if need be, so the later rungs of an average candidate take
@@ -163,8 +180,7 @@ def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: 
     ratio = [(r.keep or 0) / finalists for r in rungs]
     for f in range(finalists, 0, -1):
         trial = [replace(r, keep=None if r.index == 0 else max(1, round(ratio[r.index] * f))) for r in rungs]
-        need = sum(rung_seconds(r, [estimate] * r.keep, val_images, jobs) for r in trial[1:])
-        if need <= (1 - screening_share) * timeout:
+        if later_seconds(trial, estimate, val_images, jobs) <= (1 - screening_share) * timeout:
             return trial
     return trial
 

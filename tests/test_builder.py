@@ -18,9 +18,12 @@ def test_every_spec_op_has_a_builder():
 def test_presets_build_with_their_exact_parameter_counts(name):
     arch = load_preset(name).arch
     model = build_model(arch)
-    expected = int(name.split("-")[1])
-    assert count_params(arch) == expected
-    assert sum(p.numel() for p in model.parameters()) == expected
+    assert sum(p.numel() for p in model.parameters()) == count_params(arch)
+    kind, number = name.split("-")
+    if kind == "ref":  # the references are named by their parameter count
+        assert count_params(arch) == int(number)
+    else:  # found-20k, found-8k: under the budget of the search that found them
+        assert kind == "found" and count_params(arch) < int(number.removesuffix("k")) * 1000
 
 
 @pytest.mark.parametrize("name", preset_names())
