@@ -690,9 +690,8 @@ def export_main(args: argparse.Namespace) -> int:
         from nas.builder import build_model
         from nas.engine import accuracy
 
-        trained = trial
-        if record.outcome == "duplicate":  # it reused an earlier trial's training: those are its weights
-            trained = next(t for t in study.get_trials(deepcopy=False) if t.number == record.duplicate_of)
+        # A duplicate reused an earlier trial's training: those are its weights.
+        trained = find_trial(study, record.duplicate_of) if record.outcome == "duplicate" else trial
         model = build_model(candidate.arch)
         model.load_state_dict(load_weights(trained, study._storage, artifact_dir(args.storage, args.artifacts)))
         test_acc = accuracy(model.eval(), data.test_images, data.test_labels)

@@ -157,32 +157,26 @@ def later_seconds(rungs: list[Rung], estimate: Rates, val_images: int, jobs: int
     return sum(rung_seconds(r, [estimate] * (r.keep or 0), val_images, jobs) for r in rungs[1:])
 
 
-def check_timeout(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int,
-                  timeout: float | None) -> None:
-    """Refuse a timeout too short for even the smallest plan (one finalist): it could not end on time."""
-    if timeout is None or estimate is None or len(rungs) == 1:
-        return
-    need = later_seconds(rungs, estimate, val_images, jobs)
-    if need >= timeout:
-        raise SettingError("timeout", f"{timeout:,.0f} s cannot hold even one full-fidelity candidate: promoting "
-                           f"and training it takes about {need:,.0f} s on this machine (measured); ask for at least "
-                           f"{math.ceil(need * 1.5 / 60) * 60:,} s, or lower epochs or subset")
-
-
 def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int, timeout: float | None,
               screening_share: float = 0.5) -> list[Rung]:
     """The rungs with their sizes cut, if need be, so the later rungs of an average candidate take
     at most ``1 - screening_share`` of the time: a short run keeps fewer finalists rather than
-    screening nothing. Sizes shrink by whole finalists (the ratio between rungs stays)."""
+    screening nothing. Sizes shrink by whole finalists (the ratio between rungs stays). A timeout
+    too short for even one finalist is refused: the run could not end on time."""
     if timeout is None or estimate is None or len(rungs) == 1:
         return rungs
     finalists = rungs[-1].keep or 1
     ratio = [(r.keep or 0) / finalists for r in rungs]
     for f in range(finalists, 0, -1):
         trial = [replace(r, keep=None if r.index == 0 else max(1, round(ratio[r.index] * f))) for r in rungs]
-        if later_seconds(trial, estimate, val_images, jobs) <= (1 - screening_share) * timeout:
+        need = later_seconds(trial, estimate, val_images, jobs)
+        if need <= (1 - screening_share) * timeout:
             return trial
-    return trial
+    if need >= timeout:
+        raise SettingError("timeout", f"{timeout:,.0f} s cannot hold even one full-fidelity candidate: promoting "
+                           f"and training it takes about {need:,.0f} s on this machine (measured); ask for at least "
+                           f"{math.ceil(need * 1.5 / 60) * 60:,} s, or lower epochs or subset")
+    return trial  # one finalist, less screening
 
 
 # ---------------------------------------------------------------- promotion

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from nas.config import DEFAULT_SPACE, OBJECTIVES, SearchConfig, SettingError, StudySettings
 from nas.data import load_mnist, make_splits
 from nas.engine import resolve_device, resolve_precision
-from nas.fidelity import Rates, Rung, check_timeout, fit_rungs, make_rungs
+from nas.fidelity import Rates, Rung, fit_rungs, make_rungs
 from nas.record import TrialRecord
 from nas.space import SearchSpace, audit
 from nas.study import (SETTINGS_ATTR, SPACE_ATTR, ensure_study, enqueue, find_study, make_storage, redact,
@@ -269,7 +269,6 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     deadline = start + config.timeout if config.timeout else None
     estimate = estimate_rates(search)
     search.rungs = fit_rungs(search.rungs, estimate, len(search.data.val_labels), config.jobs, config.timeout)
-    check_timeout(search.rungs, estimate, len(search.data.val_labels), config.jobs, config.timeout)
     if on_start is not None:
         on_start(search, new, estimate)
     stopped, signum = "done", None

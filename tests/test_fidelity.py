@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from nas.config import SettingError, StudySettings
-from nas.fidelity import (Rates, check_rungs, check_timeout, fit_rungs, make_rungs, parse_fidelity, parse_rungs, plan_lines, ranked,
+from nas.fidelity import (Rates, check_rungs, fit_rungs, make_rungs, parse_fidelity, parse_rungs, plan_lines, ranked,
                           reserve_seconds, rung_seconds)
 from nas.record import KEY_ATTR, TrialRecord
 
@@ -61,11 +61,12 @@ def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
     assert fit_rungs(rungs, rate, 10_000, 1, None) == rungs
     lines = plan_lines(short, rate, 10_000, 1, None, 3 * full)
     assert "the best 1 candidates" in lines[2] and "estimated total" in lines[-1]
-    check_timeout(short, rate, 10_000, 1, 3 * full)  # one finalist fits: accepted
-    tiny = fit_rungs(rungs, rate, 10_000, 1, full / 2)  # not even one full-fidelity candidate fits
+    one = fit_rungs(rungs, rate, 10_000, 1, 2 * full)  # one finalist, with less than half left to screen
+    assert one[2].keep == 1
     with pytest.raises(SettingError, match="timeout: .* cannot hold even one full-fidelity candidate"):
-        check_timeout(tiny, rate, 10_000, 1, full / 2)
-    check_timeout(rungs[-1:], rate, 10_000, 1, full / 2)  # one fidelity: the worker starts nothing it cannot finish
+        fit_rungs(rungs, rate, 10_000, 1, full / 2)  # not even one full-fidelity candidate fits
+    # one fidelity: nothing to cut (the worker starts no trial it cannot finish)
+    assert fit_rungs(rungs[-1:], rate, 10_000, 1, full / 2) == rungs[-1:]
 
 
 def test_ranked_orders_by_validation_accuracy_once_per_candidate():
