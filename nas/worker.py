@@ -334,6 +334,13 @@ class Worker:
             return "wait", None
         if stage < len(s.rungs) - 1:
             return ("promote", s.rungs[stage + 1]) if ranked(mine[stage]) else ("stop", "stalled")
+        trained_here = any(TrialRecord.of(t).run == s.run_id and t.state != TrialState.WAITING for rung in mine for t in rung)
+        if not trained_here and self.screening_closed(deadline, trials, []) is None:
+            # This run arrived after the round's screening had closed (another machine screened it) and
+            # only waited for it to end: it has its own trials or time to spend, so it screens a new round.
+            self.bracket += 1
+            self.reporter.message(f"round {self.bracket - 1} ended without this run; it screens round {self.bracket}")
+            return self.next_step(deadline, trials)
         return "stop", "done"
 
     def screening_closed(self, deadline: float | None, trials: int | None, screened: list[FrozenTrial]) -> str | None:

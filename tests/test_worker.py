@@ -70,3 +70,29 @@ def test_every_trained_trials_weights_are_kept_as_an_artifact(search):
     assert TrialRecord.of(rejected).outcome == "rejected"
     with pytest.raises(ValueError, match="has no stored weights"):
         load_weights(rejected, search.storage, artifact_dir(search.config.storage))
+
+
+def test_a_run_that_arrives_after_the_rounds_screening_screens_a_round_of_its_own(search):
+    # Machine A screens 3 candidates, promotes 2 and is training both finalists when machine B starts.
+    a = Worker(search)
+    for _ in range(3):
+        a.run_one(search.rungs[0], a.ask(search.rungs[0]))
+    a.promote(search.rungs[1])
+    running = [a.ask(search.rungs[1]) for _ in range(2)]
+    late = attach(search.config, read_search(search.config), "run2", 0, 0)
+    b = Worker(late)
+    b.bracket = current_bracket(late)
+    assert b.bracket == 0 and b.next_step(None, 2) == ("wait", None)  # A's round is not over
+    for trial in running:
+        a.run_one(search.rungs[1], trial)
+    # Round 0 is over and B screened nothing in it: rather than stop, B screens round 1, taking the
+    # references A left queued first.
+    assert b.next_step(None, 2) == ("train", late.rungs[0]) and b.bracket == 1
+    screened = [b.run_one(late.rungs[0], b.ask(late.rungs[0])) for _ in range(2)]
+    assert [TrialRecord.of(t).name for t in screened] == ["ref-19750", "ref-18520"]
+    assert all(TrialRecord.of(t).bracket == 1 and TrialRecord.of(t).run == "run2" for t in screened)
+    assert b.next_step(None, 2) == ("promote", late.rungs[1])
+    b.promote(late.rungs[1])
+    mine = [t for t in late.studies[1].get_trials() if TrialRecord.of(t).bracket == 1]
+    assert {TrialRecord.of(t).promoted_from for t in mine} == {t.number for t in screened}  # its own round only
+    assert a.next_step(None, 3) == ("stop", "done")  # A trained in round 0: it ends with it
