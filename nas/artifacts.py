@@ -50,5 +50,5 @@ def load_weights(trial: optuna.trial.FrozenTrial, storage: optuna.storages.BaseS
                               artifact_id=metas[-1].artifact_id)
         except Exception as e:  # noqa: BLE001 - the store raises its own kinds for a missing file
             raise SettingError("artifacts", f"trial {trial.number}'s weights are not in {directory} ({e}); "
-                               "point --artifacts at the search's artifact folder") from None
+                               "point it at the search's artifact folder") from None
         return torch.load(path, map_location="cpu", weights_only=True)

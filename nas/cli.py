@@ -6,13 +6,13 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-from nas.data import DataError
 
 if TYPE_CHECKING:
     from nas.spec import Candidate
@@ -49,8 +49,9 @@ def run_cli(prog: str, main: Callable[[argparse.Namespace], int | None], parser:
     try:
         return main(args) or 0
     except SettingError as e:
-        fail(prog, f"{flag(e.name)}: {e.message}")
-    except (ValueError, DataError, OSError) as e:
+        message = re.sub(r"`(\w+)`", lambda m: flag(m.group(1)), e.message)  # the other parameters it names
+        fail(prog, f"{flag(e.name)}: {message}")
+    except (ValueError, OSError) as e:
         fail(prog, str(e))
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)

@@ -27,7 +27,8 @@ MAX_IMAGES = 60_000
 
 
 class SettingError(ValueError):
-    """A setting that cannot be used; ``name`` is the parameter (the CLI turns it into a flag)."""
+    """A setting that cannot be used; ``name`` is the parameter (the CLI turns it into a flag, and each
+    other parameter the message names in backquotes, `like_this`)."""
 
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"{name}: {message}")

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nas.config import SettingError
+
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 # name -> (magic, shape, md5 of the uncompressed file)
 OFFICIAL_FILES: dict[str, tuple[int, tuple[int, ...], str]] = {
@@ -32,11 +34,15 @@ OFFICIAL_FILES: dict[str, tuple[int, tuple[int, ...], str]] = {
 DEFAULT_DOWNLOAD_ROOT = Path.home() / ".cache" / "nas-mnist"
 MEAN, STD = 0.1307, 0.3081  # of the training images scaled to [0, 1]
 DEFAULT_HOLDOUT = 10_000  # as large as the test set: validation and test accuracy are equally noisy
-FIX = "copy the four official MNIST files there again, or pass --data-dir (or set NAS_DATA_DIR) to a folder that has them"
+FIX = "copy the four official MNIST files there again, or point `data_dir` (or NAS_DATA_DIR) at a folder that has them"
 
 
-class DataError(Exception):
-    """A data problem, described in one line that says what to do."""
+class DataError(SettingError):
+    """A data problem, described in one line that says what to do; ``name`` is the parameter at fault
+    (the data folder unless said otherwise)."""
+
+    def __init__(self, message: str, name: str = "data_dir") -> None:
+        super().__init__(name, message)
 
 
 MAX_IDX_BYTES = 100_000_000  # the largest official file is 47 MB uncompressed
@@ -101,8 +107,8 @@ def load_mnist(data_dir: str | Path | None = None, verify: bool = True) -> Mnist
     data_dir = data_dir or os.environ.get("NAS_DATA_DIR")
     folder = Path(data_dir) if data_dir else _download()
     if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist; pass --data-dir (or set NAS_DATA_DIR) "
-                        "to a folder holding the four MNIST files")
+        raise DataError(f"data folder {folder} does not exist; point `data_dir` (or NAS_DATA_DIR) "
+                        "at a folder holding the four MNIST files")
     arrays = {}
     for name, (magic, shape, md5) in OFFICIAL_FILES.items():
         arrays[name] = read_idx(find_file(folder, name), magic, *((shape, md5) if verify else ()))
@@ -126,7 +132,7 @@ def _download() -> Path:
             MNIST(str(DEFAULT_DOWNLOAD_ROOT), train=train, download=True)
     except Exception as e:  # noqa: BLE001 - any network failure means the same thing here
         raise DataError(f"MNIST is not in {DEFAULT_DOWNLOAD_ROOT} and could not be downloaded "
-                        f"({type(e).__name__}); pass --data-dir (or set NAS_DATA_DIR) to a folder "
+                        f"({type(e).__name__}); point `data_dir` (or NAS_DATA_DIR) at a folder "
                         "holding the four MNIST files") from None
     return DEFAULT_DOWNLOAD_ROOT / "MNIST" / "raw"
 
@@ -160,7 +166,7 @@ def make_splits(mnist: Mnist, holdout: int = 0, subset: int | None = None, seed:
     labels = mnist.train_labels
     n = len(labels)
     if not 0 <= holdout < n:
-        raise DataError(f"--holdout must be between 0 and {n - 1}, got {holdout}")
+        raise DataError(f"must be between 0 and {n - 1}, got {holdout}", "holdout")
     classes = torch.unique(labels).tolist()
     generator = torch.Generator().manual_seed(seed)
     is_val = torch.zeros(n, dtype=torch.bool)
@@ -169,12 +175,13 @@ def make_splits(mnist: Mnist, holdout: int = 0, subset: int | None = None, seed:
             members = torch.nonzero(labels == c).flatten()
             take = holdout // len(classes) + (rank < holdout % len(classes))
             if take > len(members):
-                raise DataError(f"--holdout {holdout} needs {take} images of class {c}, which has only {len(members)}")
+                raise DataError(f"{holdout} needs {take} images of class {c}, which has only {len(members)}", "holdout")
             is_val[members[torch.randperm(len(members), generator=generator)[:take]]] = True
     train_idx = torch.nonzero(~is_val).flatten()
     if subset is not None:
         if not 0 < subset <= len(train_idx):
-            raise DataError(f"--subset must be between 1 and {len(train_idx):,} (the training images left), got {subset}")
+            raise DataError(f"must be between 1 and {len(train_idx):,} (the training images left), got {subset}",
+                            "subset")
         train_idx = stratified_first(train_idx, labels[train_idx], subset)
     val_idx = torch.nonzero(is_val).flatten()
     return Splits(

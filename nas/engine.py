@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.builder import build_model
+from nas.config import SettingError
 from nas.data import MEAN, STD, Splits
 from nas.spec import ArchSpec, Recipe
 
@@ -88,14 +89,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise SettingError("device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: no CUDA GPU is visible on this machine; use --device cpu (or auto)")
+            raise SettingError("device", f"{name}: no CUDA GPU is visible on this machine; use cpu (or auto)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise SettingError("device", f"{name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     elif device.type != "cpu":
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise SettingError("device", f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     return device
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from nas.builder import Net, build_model
+from nas.config import SettingError
 from nas.data import MEAN, STD
 from nas.engine import normalize
 from nas.spec import Candidate
@@ -88,12 +89,13 @@ def check_destination(out: Path, force: bool) -> None:
     for parent in [out.parent, *out.parent.parents]:
         if parent.exists():
             if not parent.is_dir():
-                raise ExportError(f"cannot make {out}: {parent} is a file, not a folder")
+                raise SettingError("out", f"cannot make {out}: {parent} is a file, not a folder")
             break
     if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file; the export is a folder: pick another --out")
+        raise SettingError("out", f"{out} is a file; the export is a folder: pick another `out`")
     if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} already exists and is not empty; pass --force to replace it, or pick another --out")
+        raise SettingError("out", f"{out} already exists and is not empty; pass `force` to replace it, "
+                           "or pick another `out`")
 
 
 def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out: Path, check_images: torch.Tensor,

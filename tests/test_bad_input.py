@@ -92,7 +92,7 @@ CASES = [
     ("nas-show --bogus", "unrecognized arguments: --bogus"),
     ("nas-show", "give one of --preset NAME, --spec FILE, --list or --space FILE"),
     # nas-train
-    ("nas-train --preset ref-10066 --data-dir {w}/nowhere", "does not exist"),
+    ("nas-train --preset ref-10066 --data-dir {w}/nowhere", "--data-dir: data folder"),
     ("nas-train --preset ref-10066 --data-dir {w}/gzbomb", "truncated or padded (47,040,017+ bytes"),
     ("nas-train --preset ref-10066 --data-dir {w}/file", "does not exist"),
     ("nas-train --preset ref-10066 --epochs 0", "--epochs must be between 1 and 1000"),
@@ -112,7 +112,7 @@ CASES = [
     ("nas-train --preset ref-10066 --device cuda:7", "cuda"),
     # nas-bench
     ("nas-bench --spec {w}/huge-channels.json --data-dir {mnist}", "channel count must be"),
-    ("nas-bench --subset 0 --data-dir {mnist}", "--subset must be between 1"),
+    ("nas-bench --subset 0 --data-dir {mnist}", "--subset: must be between 1"),
     # nas-search
     ("nas-search --timeout nan", "--timeout: must be a number of seconds"),
     ("nas-search --timeout -5", "--timeout: must be a number of seconds"),

@@ -10,6 +10,7 @@ import torch
 
 from nas import export as export_module
 from nas.builder import build_model
+from nas.config import SettingError
 from nas.data import load_mnist, make_splits
 from nas.engine import accuracy, train
 from nas.export import FILES, ExportError, atomic_write, check_destination, export_folder, load_model
@@ -72,7 +73,7 @@ def test_an_existing_folder_needs_force_and_a_failed_export_leaves_it_untouched(
     out = tmp_path / "best"
     out.mkdir()
     (out / "mine.txt").write_text("precious")
-    with pytest.raises(ExportError, match="already exists and is not empty; pass --force"):
+    with pytest.raises(SettingError, match="already exists and is not empty; pass `force`"):
         export_folder(model, candidate, {}, out, data.test_images[:50])
 
     def broken(*args, **kwargs):
@@ -99,9 +100,9 @@ def test_a_format_that_disagrees_is_not_written(trained, tmp_path, monkeypatch):
 
 def test_destinations_that_cannot_hold_a_folder_are_refused_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ExportError, match="is a file, not a folder"):
+    with pytest.raises(SettingError, match="is a file, not a folder"):
         check_destination(tmp_path / "file" / "best", force=False)
-    with pytest.raises(ExportError, match="is a file; the export is a folder"):
+    with pytest.raises(SettingError, match="is a file; the export is a folder"):
         check_destination(tmp_path / "file", force=True)
     check_destination(tmp_path / "new" / "deeper", force=False)  # to be made
 
