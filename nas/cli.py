@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-
 if TYPE_CHECKING:
     from nas.spec import Candidate
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (no usage block): what is wrong and where to look."""

@@ -334,7 +334,8 @@ class Worker:
             return "wait", None
         if stage < len(s.rungs) - 1:
             return ("promote", s.rungs[stage + 1]) if ranked(mine[stage]) else ("stop", "stalled")
-        trained_here = any(TrialRecord.of(t).run == s.run_id and t.state != TrialState.WAITING for rung in mine for t in rung)
+        trained_here = any(TrialRecord.of(t).run == s.run_id and t.state != TrialState.WAITING
+                           for trials_of_rung in mine for t in trials_of_rung)
         if not trained_here and self.screening_closed(deadline, trials, []) is None:
             # This run arrived after the round's screening had closed (another machine screened it) and
             # only waited for it to end: it has its own trials or time to spend, so it screens a new round.
