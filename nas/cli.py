@@ -161,13 +161,15 @@ def show_space(args: argparse.Namespace) -> int:
 
 def show(argv: list[str] | None = None) -> int:
     from nas.budget import DEFAULT_BUDGET
+    from nas.config import AUDIT_SAMPLES
 
     parser = Parser(prog="nas-show", description="Show a network's layers, parameters and "
                                      "FLOPs, list the presets, or audit a search space without training.")
     group = add_candidate_args(parser, required=False)
     group.add_argument("--list", action="store_true", help="list the preset networks")
     group.add_argument("--space", metavar="FILE", help="audit a search space file: sample it without training")
-    parser.add_argument("--sample", type=int, default=1000, metavar="N", help="samples for --space (default 1000)")
+    parser.add_argument("--sample", type=int, default=AUDIT_SAMPLES, metavar="N",
+                        help=f"samples for --space (default {AUDIT_SAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="seed for --space sampling (default 0)")
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help=f"parameter budget for --space (default {DEFAULT_BUDGET})")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -584,7 +586,7 @@ def _quote(text: str) -> str:
 def search(argv: list[str] | None = None) -> int:
     import dataclasses
 
-    from nas.config import DEFAULT_SPACE, DEFAULT_TRIALS, PRUNERS, SAMPLERS, SearchConfig, StudySettings
+    from nas.config import DEFAULT_SPACE, DEFAULT_TRIALS, PRUNERS, SAMPLERS, TOP_TRIALS, SearchConfig, StudySettings
 
     d = {f.name: f.default for f in dataclasses.fields(StudySettings)}
     c = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
@@ -616,13 +618,13 @@ def search(argv: list[str] | None = None) -> int:
     r.add_argument("--sampler", choices=SAMPLERS, default=c["sampler"], help=f"default {c['sampler']} (seeded)")
     r.add_argument("--pruner", choices=PRUNERS, help="within-trial pruning at one fidelity (default median with "
                    "--rungs none, else none)")
-    r.add_argument("--jobs", type=int, default=c["jobs"], help="worker processes sharing the study (default 1)")
+    r.add_argument("--jobs", type=int, default=c["jobs"], help=f"worker processes sharing the study (default {c['jobs']})")
     r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core)")
     r.add_argument("--artifacts", metavar="DIR", help="folder for the trained trials' weights (default: beside "
                    "a SQLite file, e.g. studies/mnist.artifacts)")
     r.add_argument("--precision", default=c["precision"], help="auto (default: on the CPU bf16 for screening where "
                    "the hardware has it, fp32 at full fidelity; bf16 on CUDA), fp32 or bf16")
-    r.add_argument("--top", type=int, default=10, help="rows of the final table (default 10)")
+    r.add_argument("--top", type=int, default=TOP_TRIALS, help=f"rows of the final table (default {TOP_TRIALS})")
     add_data_args(parser, subset=False)
     return run_cli("nas-search", search_main, parser, argv)
 
@@ -648,6 +650,7 @@ def export_main(args: argparse.Namespace) -> int:
     from nas.builder import count_flops, count_params
     from nas.data import load_mnist, make_splits
     from nas.engine import resolve_device, resolve_precision, train
+    from nas.config import PARITY_IMAGES
     from nas.export import check_destination, export_folder
     from nas.record import TrialRecord
     from nas.study import redact
@@ -723,7 +726,7 @@ def export_main(args: argparse.Namespace) -> int:
                        epochs=recipe.epochs, precision=precision, test_acc=test_acc)
     metrics.update(settings={k: (redact(v) if k == "storage" and v else v) for k, v in vars(args).items()},
                    versions=versions())
-    result = export_folder(model, candidate, metrics, out, data.test_images[:1000], force=args.force)
+    result = export_folder(model, candidate, metrics, out, data.test_images[:PARITY_IMAGES], force=args.force)
     for p in result.parity:
         print(p.line())
     print(f"final-epoch test acc {test_acc:.2%}; wrote {out}/: model.pt, model.pt2, model.onnx, spec.json, metrics.json")
@@ -732,11 +735,12 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 def export(argv: list[str] | None = None) -> int:
-    from nas.config import DEFAULT_STORAGE
+    from nas.config import DEFAULT_STORAGE, PARITY_IMAGES
 
     parser = Parser(prog="nas-export", description="Export a network as a folder that runs without "
                                      "this package: model.pt, model.pt2 (torch.export), model.onnx, spec.json, "
-                                     "metrics.json; every format is checked against PyTorch on 1,000 test images "
+                                     "metrics.json; every format is checked against PyTorch on "
+                                     f"{PARITY_IMAGES:,} test images "
                                      "before anything is written. Default: the best trial, retrained on all 60,000 "
                                      "training images.")
     group = add_candidate_args(parser, required=False)
@@ -773,7 +777,7 @@ def report_main(args: argparse.Namespace) -> int:
 
 
 def report(argv: list[str] | None = None) -> int:
-    from nas.config import DEFAULT_STORAGE
+    from nas.config import DEFAULT_STORAGE, TOP_TRIALS
 
     parser = Parser(prog="nas-report", description="Write one self-contained HTML page of a search "
                                      "(history, accuracy against size with the references, learning curves, "
@@ -782,5 +786,6 @@ def report(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", help="study name (default: the storage's only search)")
     parser.add_argument("--out", default="report.html", help="HTML file (default report.html)")
     parser.add_argument("--csv", metavar="FILE", help="also write one row per trial (every rung) to this CSV file")
-    parser.add_argument("--top", type=int, default=10, help="rows of the top-trials tables (default 10)")
+    parser.add_argument("--top", type=int, default=TOP_TRIALS,
+                        help=f"rows of the top-trials tables (default {TOP_TRIALS})")
     return run_cli("nas-report", report_main, parser, argv)

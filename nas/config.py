@@ -24,6 +24,9 @@ DEFAULT_STORAGE = "sqlite:///studies/mnist.db"
 DEFAULT_SPACE = "search_spaces/mnist_20k.yaml"
 DEFAULT_TRIALS = 200  # screening candidates when a run gives neither trials nor a timeout
 MAX_IMAGES = 60_000
+TOP_TRIALS = 10  # rows of a top-trials table (nas-search's last one, nas-report's)
+AUDIT_SAMPLES = 1000  # random samples of a space audit (nas-show --space)
+PARITY_IMAGES = 1000  # test images every exported format is checked on against PyTorch
 
 
 class SettingError(ValueError):

@@ -11,8 +11,10 @@ failed export leaves nothing half-written and never damages an existing folder.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -84,8 +86,36 @@ def _umask() -> int:
     return mask
 
 
+def recover_interrupted(out: Path) -> None:
+    """Undo what an export to ``out`` that was killed (SIGKILL, power loss) left beside it: its staging
+    folder is removed, and a previous export it had moved aside is put back if ``out`` is missing.
+    Only folders of processes no longer alive are touched; each name carries its process id."""
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        found = re.fullmatch(r"(?:(\d+)\.[a-z0-9_]+|old-(\d+))", path.name[len(out.name) + 2:])
+        if not found or not path.is_dir() or _alive(int(found[1] or found[2])):
+            continue
+        if found[2] and not out.exists():
+            os.replace(path, out)  # the export it was replacing: back in place
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def check_destination(out: Path, force: bool) -> None:
-    """Refuse what would damage or cannot hold the export, before any work is done."""
+    """Refuse what would damage or cannot hold the export, before any work is done (after putting back
+    what an interrupted export left, see ``recover_interrupted``)."""
+    recover_interrupted(out)
     for parent in [out.parent, *out.parent.parents]:
         if parent.exists():
             if not parent.is_dir():
@@ -108,7 +138,8 @@ def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out
     x = normalize(check_images.cpu()).contiguous()
     with torch.inference_mode():
         reference = model(x)
-    staging = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}."))
+    out.parent.mkdir(parents=True, exist_ok=True)  # staging beside it: the last move is a rename, not a copy
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}."))
     try:
         os.chmod(staging, 0o777 & ~_umask())
         parity = [_write_pt2(model, x, reference, staging / "model.pt2"),

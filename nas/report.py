@@ -22,6 +22,7 @@ from nas.budget import DEFAULT_BUDGET
 from nas.dashboard import pareto_front
 from nas.describe import recipe_line
 from nas.record import TrialRecord, candidate_of
+from nas.config import TOP_TRIALS
 from nas.results import best_trials, rung_studies, settings_of
 
 
@@ -30,12 +31,18 @@ def _points(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, TrialRe
             for r in [TrialRecord.of(t)] if r.has_result and r.outcome != "duplicate"]
 
 
+def _add_references(fig: go.Figure, refs: list[tuple[float, float, str]]) -> go.Figure:
+    """One legend entry per reference: text labels on the points overlap, as references sit side by side."""
+    for x, y, name in refs:
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, legendgroup="references",
+                                 legendgrouptitle_text="references", hovertext=name,
+                                 marker={"size": 12, "symbol": "diamond", "line": {"width": 1, "color": "black"}}))
+    return fig
+
+
 def history_figure(study: optuna.Study, label: str) -> go.Figure:
     fig = optuna.visualization.plot_optimization_history(study, target_name="validation accuracy")
-    refs = [(t.number, r.val_acc, r.name) for t, r in _points(study) if r.name]
-    fig.add_trace(go.Scatter(x=[p[0] for p in refs], y=[p[1] for p in refs], mode="markers+text", name="references",
-                             text=[p[2] for p in refs], textposition="top center",
-                             marker={"size": 11, "symbol": "diamond", "color": "crimson"}))
+    _add_references(fig, [(t.number, r.val_acc, r.name) for t, r in _points(study) if r.name])
     return fig.update_layout(title=f"Optimization history ({label})", yaxis_tickformat=".2%")
 
 
@@ -46,9 +53,7 @@ def size_figure(study: optuna.Study, label: str, size: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=[p[0] for p in pts if not p[3]], y=[p[1] for p in pts if not p[3]], mode="markers",
                              name="candidates", text=[f"trial {p[2]}" for p in pts if not p[3]],
                              marker={"size": 6, "opacity": 0.6}))
-    fig.add_trace(go.Scatter(x=[p[0] for p in pts if p[3]], y=[p[1] for p in pts if p[3]], mode="markers+text",
-                             name="references", text=[p[3] for p in pts if p[3]], textposition="top center",
-                             marker={"size": 11, "symbol": "diamond", "color": "crimson"}))
+    _add_references(fig, [(p[0], p[1], p[3]) for p in pts if p[3]])
     front = pareto_front([(p[0], p[1]) for p in pts])
     fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers",
                              name="Pareto front", line={"shape": "hv", "dash": "dot"}))
@@ -74,14 +79,28 @@ def curves_figure(studies: list[tuple[Any, optuna.Study]], top: int) -> go.Figur
                              xaxis_title="epoch", yaxis_title="validation accuracy", yaxis_tickformat=".2%")
 
 
+IMPORTANCES_SHOWN = 15  # a space has ~70 parameters; more bars than this cannot be read
+
+
 def importance_figure(study: optuna.Study, label: str) -> go.Figure:
+    """Optuna's parameter importances figure, cut to the ``IMPORTANCES_SHOWN`` largest."""
     try:
         with warnings.catch_warnings():  # few trials per value of a parameter: the page says how many trials
             warnings.simplefilter("ignore")
             fig = optuna.visualization.plot_param_importances(study, target_name="validation accuracy")
     except (ValueError, RuntimeError) as e:  # too few trials, or no parameter shared by all of them
         fig = go.Figure().add_annotation(text=f"not enough trials for importances ({e})", showarrow=False)
-    return fig.update_layout(title=f"Parameter importances ({label}; parameters every trial has)")
+        return fig.update_layout(title=f"Parameter importances ({label})")
+    if not fig.data:
+        return fig.update_layout(title=f"Parameter importances ({label}; no complete trial yet)")
+    bar = fig.data[0]  # ascending: the largest importance is the last bar, drawn at the top
+    total = len(bar.y)
+    keep = slice(max(0, total - IMPORTANCES_SHOWN), total)
+    bar.update(x=bar.x[keep], y=bar.y[keep], text=bar.text[keep], hovertemplate=bar.hovertemplate[keep])
+    shown = len(bar.y)
+    which = f"the {shown} largest of {total} parameters" if shown < total else f"all {total} parameters"
+    return fig.update_layout(title=f"Parameter importances ({label}; {which} every trial has)",
+                             height=max(400, 160 + 28 * shown), yaxis={"automargin": True})
 
 
 def funnel_figure(studies: list[tuple[Any, optuna.Study]], budget: int) -> tuple[go.Figure, dict[str, Any]]:
@@ -136,7 +155,7 @@ def top_table(study: optuna.Study, top: int) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def build_report(study: optuna.Study, top: int = 10) -> tuple[str, list[go.Figure]]:
+def build_report(study: optuna.Study, top: int = TOP_TRIALS) -> tuple[str, list[go.Figure]]:
     """The page's HTML and its figures, for the search whose main study is ``study``."""
     settings = settings_of(study)
     rungs = [(rung, s) for rung, s in rung_studies(study) if s is not None] or [(None, study)]
@@ -206,7 +225,7 @@ def trials_csv(study: optuna.Study) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_report(study: optuna.Study, out: Path, csv: Path | None = None, top: int = 10) -> int:
+def write_report(study: optuna.Study, out: Path, csv: Path | None = None, top: int = TOP_TRIALS) -> int:
     """Write the page (and the CSV); returns the number of figures."""
     page, figures = build_report(study, top)
     for path in [out] + ([csv] if csv else []):

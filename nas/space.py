@@ -24,6 +24,7 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from nas.budget import DEFAULT_BUDGET
+from nas.config import AUDIT_SAMPLES
 from nas.spec import ArchSpec, Candidate, Layer, Recipe, bn, conv, dropout, gap, leaky_relu, linear, maxpool, relu
 
 ARCH_ROLES: dict[str, str] = {
@@ -328,7 +329,8 @@ class SearchSpace:
         return replace(self.sample(optuna.trial.FixedTrial(self.references[name])), name=name)
 
 
-def audit(space: SearchSpace, samples: int, seed: int = 0, budget: int = DEFAULT_BUDGET) -> dict[str, Any]:
+def audit(space: SearchSpace, samples: int = AUDIT_SAMPLES, seed: int = 0,
+          budget: int = DEFAULT_BUDGET) -> dict[str, Any]:
     """Sample ``samples`` candidates at random (no training) and summarize them against the budget.
 
     ``failed`` counts specs the builder refuses; a correct space has none.

@@ -161,3 +161,33 @@ print(int((a == b).sum()), int((a == labels).sum()))
     report = run("nas-report", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "r.html"),
                  "--csv", str(tmp_path / "t.csv")).stdout
     assert "figures" in report and (tmp_path / "r.html").stat().st_size > 1_000_000
+
+
+def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_copied(tmp_path, real_mnist_dir):
+    import optuna
+
+    from nas.artifacts import artifact_dir, load_weights
+    from nas.config import SearchConfig
+    from nas.record import TrialRecord
+    from nas.search import create_or_finish, default_space_path, read_search, run_search
+    from nas.space import SearchSpace
+    from nas.study import enqueue, make_storage
+
+    storage = f"sqlite:///{tmp_path}/d.db"
+    config = SearchConfig(storage=storage, study="d", trials=2, device="cpu", seed=0, verify_data=False,
+                          data_dir=str(write_mnist(tmp_path / "mnist")),
+                          settings=dict(epochs=1, rungs=(), holdout=200, subset=300, references=False))
+    create_or_finish(config, read_search(config), make_storage(storage))
+    study = optuna.load_study(study_name="d", storage=storage)
+    same = SearchSpace.from_file(default_space_path()).references["ref-10066"]
+    for _ in range(2):
+        enqueue(study, same, TrialRecord())
+    run_search(config)
+    first, copy = study.get_trials()[:2]
+    assert TrialRecord.of(copy).outcome == "duplicate" and TrialRecord.of(copy).duplicate_of == first.number
+    out = run("nas-export", "--storage", storage, "--study", "d", "--trial", str(copy.number), "--no-retrain",
+              "--out", str(tmp_path / "dup"), "--data-dir", str(real_mnist_dir)).stdout
+    assert f"trial {copy.number} of 'd'" in out and "not retrained" in out
+    exported = torch.load(tmp_path / "dup" / "model.pt", weights_only=False)["state_dict"]
+    original = load_weights(first, study._storage, artifact_dir(storage))
+    assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in exported)

@@ -1,6 +1,7 @@
 """Export folders: every format checked against PyTorch before anything is written, all or nothing."""
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -127,3 +128,52 @@ def test_an_untrained_model_round_trips_its_weights(tmp_path):
     export_folder(model, load_preset("ref-19712"), {}, tmp_path / "m", images)
     loaded, _ = load_model(tmp_path / "m" / "model.pt")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+KILLED_EXPORT = """
+import os, signal, sys, torch
+from nas import export
+from nas.builder import build_model
+from nas.presets import load_preset
+
+where, out = sys.argv[1], sys.argv[2]
+real_replace, real_onnx = os.replace, export._write_onnx
+
+def onnx_then_die(*args):  # killed while the staging folder is being filled
+    real_onnx(*args)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def replace_then_die(src, dst):  # killed between moving the old export aside and moving the new one in
+    real_replace(src, dst)
+    if ".old-" in str(dst):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "staging":
+    export._write_onnx = onnx_then_die
+else:
+    export.os.replace = replace_then_die
+candidate = load_preset("ref-10066")
+export.export_folder(build_model(candidate.arch), candidate, {}, out, torch.zeros(4, 28, 28, dtype=torch.uint8),
+                     force=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["staging", "moved aside"])
+def test_an_export_killed_midway_is_undone_by_the_next_one(trained, tmp_path, where):
+    candidate, model, data, _ = trained
+    out = tmp_path / "best"
+    export_folder(model, candidate, {}, out, data.test_images[:50])
+    before = (out / "model.pt").read_bytes()
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXPORT, where, str(out)], capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-500:]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    # the half-written staging folder, and either the previous export or (moved aside) its hidden copy
+    assert len(left) == 2 and ("best" in left) == (where == "staging"), left
+    # the next export (or only its check) puts the previous one back and removes the half-written one
+    with pytest.raises(SettingError, match="already exists and is not empty"):
+        check_destination(out, force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"] and (out / "model.pt").read_bytes() == before
+    running = tmp_path / f".best.{os.getpid()}.abcd1234"  # a live export's staging folder is left alone
+    running.mkdir()
+    check_destination(out, force=True)
+    assert running.is_dir()

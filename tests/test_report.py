@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nas.config import SearchConfig
-from nas.report import write_report
+from nas.report import IMPORTANCES_SHOWN, importance_figure, write_report
 from nas.results import open_study
 from nas.search import run_search
 
@@ -41,9 +41,11 @@ def test_the_page_is_self_contained_and_carries_each_figures_data(study, tmp_pat
     for i, traces in data.items():  # every figure plots points of this study, not an empty frame
         assert any(len(trace.get("x") or trace.get("y") or []) for trace in traces), f"figure {i} is empty"
     size = data[1]
-    assert {trace["name"] for trace in size} >= {"candidates", "references", "Pareto front"}
-    refs = next(trace for trace in size if trace["name"] == "references")
-    assert sorted(refs["text"]) == sorted(["ref-19970", "ref-10066", "ref-19712", "ref-19750", "ref-18520"])
+    assert {trace["name"] for trace in size} >= {"candidates", "Pareto front"}
+    refs = [trace for trace in size if trace.get("legendgroup") == "references"]  # one legend entry each
+    assert sorted(trace["name"] for trace in refs) == sorted(["ref-19970", "ref-10066", "ref-19712", "ref-19750",
+                                                              "ref-18520"])
+    assert all(len(trace["x"]) == 1 and "text" not in trace for trace in refs)  # no labels to overlap
     curves = data[3]
     assert len(curves) == 2 and all(len(trace["x"]) == 2 for trace in curves)  # the two finalists, 2 epochs each
     assert "Top trials at full fidelity" in page and "c3x" in page  # the layer string of the top trials
@@ -57,3 +59,16 @@ def test_the_csv_has_one_row_per_trial_with_the_flattened_spec(study, tmp_path):
     assert set(table["study"]) == {"t", "t.rung0"} and {"arch", "recipe_lr", "recipe_optimizer",
                                                         "user_attrs_val_acc"} <= set(table.columns)
     assert table["arch"].str.startswith("c").all()
+
+
+def test_the_importance_figure_shows_only_the_largest_importances(tmp_path):
+    # 40 parameters, two of which decide the value: the figure keeps Optuna's 15 largest, those two among them
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/i.db", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: 10 * t.suggest_float("p0", 0, 1) + 5 * t.suggest_float("p1", 0, 1)
+                   + 0.01 * sum(t.suggest_float(f"q{i}", 0, 1) for i in range(38)), n_trials=60)
+    fig = importance_figure(study, "test")
+    largest = list(optuna.importance.get_param_importances(study))[:IMPORTANCES_SHOWN]
+    assert IMPORTANCES_SHOWN < 40 and list(fig.data[0].y) == largest[::-1]  # the largest last, drawn at the top
+    assert {"p0", "p1"} <= set(fig.data[0].y[-3:])
+    assert "15 largest of 40" in fig.layout.title.text
