@@ -15,14 +15,15 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 import plotly.io as pio
 
 from nas.budget import DEFAULT_BUDGET
+from nas.config import TOP_TRIALS
 from nas.dashboard import pareto_front
 from nas.describe import recipe_line
 from nas.record import TrialRecord, candidate_of
-from nas.config import TOP_TRIALS
 from nas.results import best_trials, rung_studies, settings_of
 
 
@@ -31,12 +32,19 @@ def _points(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, TrialRe
             for r in [TrialRecord.of(t)] if r.has_result and r.outcome != "duplicate"]
 
 
+REFERENCE_COLOURS = plotly.colors.qualitative.Dark2
+
+
 def _add_references(fig: go.Figure, refs: list[tuple[float, float, str]]) -> go.Figure:
-    """One legend entry per reference: text labels on the points overlap, as references sit side by side."""
-    for x, y, name in refs:
+    """One legend entry per reference: text labels on the points overlap, as references sit side by side.
+    Colours go by name, so a reference has the same colour in every figure."""
+    names = sorted({r[2] for r in refs})
+    colours = {name: REFERENCE_COLOURS[i % len(REFERENCE_COLOURS)] for i, name in enumerate(names)}
+    for x, y, name in sorted(refs, key=lambda r: r[2]):
         fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, legendgroup="references",
                                  legendgrouptitle_text="references", hovertext=name,
-                                 marker={"size": 12, "symbol": "diamond", "line": {"width": 1, "color": "black"}}))
+                                 marker={"size": 12, "symbol": "diamond", "color": colours[name],
+                                         "line": {"width": 1, "color": "black"}}))
     return fig
 
 

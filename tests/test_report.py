@@ -46,6 +46,9 @@ def test_the_page_is_self_contained_and_carries_each_figures_data(study, tmp_pat
     assert sorted(trace["name"] for trace in refs) == sorted(["ref-19970", "ref-10066", "ref-19712", "ref-19750",
                                                               "ref-18520"])
     assert all(len(trace["x"]) == 1 and "text" not in trace for trace in refs)  # no labels to overlap
+    colours = {trace["name"]: trace["marker"]["color"] for trace in refs}
+    assert len(set(colours.values())) == 5 and colours == {trace["name"]: trace["marker"]["color"] for trace in data[0]
+                                                          if trace.get("legendgroup") == "references"}
     curves = data[3]
     assert len(curves) == 2 and all(len(trace["x"]) == 2 for trace in curves)  # the two finalists, 2 epochs each
     assert "Top trials at full fidelity" in page and "c3x" in page  # the layer string of the top trials
