@@ -648,9 +648,9 @@ def export_main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nas.builder import count_flops, count_params
+    from nas.config import PARITY_IMAGES
     from nas.data import load_mnist, make_splits
     from nas.engine import resolve_device, resolve_precision, train
-    from nas.config import PARITY_IMAGES
     from nas.export import check_destination, export_folder
     from nas.record import TrialRecord
     from nas.study import redact

@@ -87,7 +87,7 @@ def curves_figure(studies: list[tuple[Any, optuna.Study]], top: int) -> go.Figur
                              xaxis_title="epoch", yaxis_title="validation accuracy", yaxis_tickformat=".2%")
 
 
-IMPORTANCES_SHOWN = 15  # a space has ~70 parameters; more bars than this cannot be read
+IMPORTANCES_SHOWN = 15  # the default space has about 85 parameters; more bars cannot be read
 
 
 def importance_figure(study: optuna.Study, label: str) -> go.Figure:
