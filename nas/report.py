@@ -35,17 +35,15 @@ def _points(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, TrialRe
 REFERENCE_COLOURS = plotly.colors.qualitative.Dark2
 
 
-def _add_references(fig: go.Figure, refs: list[tuple[float, float, str]]) -> go.Figure:
+def _add_references(fig: go.Figure, refs: list[tuple[float, float, str]]) -> None:
     """One legend entry per reference: text labels on the points overlap, as references sit side by side.
-    Colours go by name, so a reference has the same colour in every figure."""
-    names = sorted({r[2] for r in refs})
-    colours = {name: REFERENCE_COLOURS[i % len(REFERENCE_COLOURS)] for i, name in enumerate(names)}
-    for x, y, name in sorted(refs, key=lambda r: r[2]):
+    Colours follow the names' order, so a reference has the same colour in every figure."""
+    for i, (x, y, name) in enumerate(sorted(refs, key=lambda r: r[2])):
         fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, legendgroup="references",
                                  legendgrouptitle_text="references", hovertext=name,
-                                 marker={"size": 12, "symbol": "diamond", "color": colours[name],
+                                 marker={"size": 12, "symbol": "diamond",
+                                         "color": REFERENCE_COLOURS[i % len(REFERENCE_COLOURS)],
                                          "line": {"width": 1, "color": "black"}}))
-    return fig
 
 
 def history_figure(study: optuna.Study, label: str) -> go.Figure:
@@ -103,7 +101,7 @@ def importance_figure(study: optuna.Study, label: str) -> go.Figure:
         return fig.update_layout(title=f"Parameter importances ({label}; no complete trial yet)")
     bar = fig.data[0]  # ascending: the largest importance is the last bar, drawn at the top
     total = len(bar.y)
-    keep = slice(max(0, total - IMPORTANCES_SHOWN), total)
+    keep = slice(-IMPORTANCES_SHOWN, None)
     bar.update(x=bar.x[keep], y=bar.y[keep], text=bar.text[keep], hovertemplate=bar.hovertemplate[keep])
     shown = len(bar.y)
     which = f"the {shown} largest of {total} parameters" if shown < total else f"all {total} parameters"
