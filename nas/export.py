@@ -29,6 +29,7 @@ from nas.config import SettingError
 from nas.data import MEAN, STD
 from nas.engine import normalize
 from nas.spec import Candidate
+from nas.study import pid_alive
 
 INPUT = {"image": "28x28 grayscale, uint8 (0 = black background, 255 = white ink), as in MNIST",
          "tensor": "float32, shape (N, 1, 28, 28), NCHW; N is free (dynamic batch)",
@@ -94,22 +95,12 @@ def recover_interrupted(out: Path) -> None:
         return
     for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
         found = re.fullmatch(r"(?:(\d+)\.[a-z0-9_]+|old-(\d+))", path.name[len(out.name) + 2:])
-        if not found or not path.is_dir() or _alive(int(found[1] or found[2])):
+        if not found or not path.is_dir() or pid_alive(int(found[1] or found[2])):
             continue
         if found[2] and not out.exists():
             os.replace(path, out)  # the export it was replacing: back in place
         else:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        pass
-    return True
 
 
 def check_destination(out: Path, force: bool) -> None:

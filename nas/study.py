@@ -230,13 +230,14 @@ def beat(storage: optuna.storages.BaseStorage, trial_id: int, **progress: Any) -
     storage.set_trial_system_attr(trial_id, BEAT_ATTR, {"t": time.time(), "host": HOST, "pid": os.getpid(), **progress})
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host is running (another user's counts: signalling it is refused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -248,7 +249,7 @@ def is_stale(trial: FrozenTrial, now: float | None = None) -> bool:
     if b is None:
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         return now - started > STALE_SECONDS
-    if b.get("host") == HOST and b.get("pid") != os.getpid() and not _pid_alive(int(b.get("pid", 0))):
+    if b.get("host") == HOST and b.get("pid") != os.getpid() and not pid_alive(int(b.get("pid", 0))):
         return True
     return now - float(b.get("t", 0)) > STALE_SECONDS
 
