@@ -225,7 +225,8 @@ def plan_lines(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs:
         total = f", ~{seconds / 60:,.1f} min" if estimate and not math.isnan(seconds) else ""
         role = "full fidelity" if rung.final else ("screening" if rung.index == 0 else "promotion")
         count = f"{what} {n}" if n is not None else "as many as time allows"
-        out.append(f"  rung {rung.index} ({role}, {rung.label}, study {rung.study_name!r}): {count} candidates"
+        noun = "candidate" if n == 1 else "candidates"
+        out.append(f"  rung {rung.index} ({role}, {rung.label}, study {rung.study_name!r}): {count} {noun}"
                    f"{each}{total}")
     if estimate:
         out.append(f"  estimated total: ~{(seconds0 + reserve) / 60:,.1f} min with {jobs} worker(s)"

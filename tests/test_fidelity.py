@@ -60,7 +60,7 @@ def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
     assert short[2].keep == 1 and short[1].keep == 4  # the ratio between rungs stays
     assert fit_rungs(rungs, rate, 10_000, 1, None) == rungs
     lines = plan_lines(short, rate, 10_000, 1, None, 3 * full)
-    assert "the best 1 candidates" in lines[2] and "estimated total" in lines[-1]
+    assert "the best 1 candidate," in lines[2] and "the best 4 candidates," in lines[1] and "estimated total" in lines[-1]
     one = fit_rungs(rungs, rate, 10_000, 1, 2 * full)  # one finalist, with less than half left to screen
     assert one[2].keep == 1
     with pytest.raises(SettingError, match="timeout: .* cannot hold even one full-fidelity candidate"):
