@@ -491,13 +491,16 @@ def search_main(args: argparse.Namespace) -> int:
         from nas.engine import resolve_precision
 
         s = search.settings
+        final = resolve_precision(config.precision, search.device)
+        screening = resolve_precision(config.precision, search.device, ranking_only=True)
+        precision = final if final == screening or len(search.rungs) == 1 else f"{final}, screening {screening}"
         done = sum(t.state.is_finished() for st in search.studies for t in st.get_trials(deepcopy=False))
         what = "new" if new else f"resumed, {done} trials so far"
         print(f"study {search.name!r} ({what}) in {_redacted(config.storage)}")
         print(f"space {s.space} | budget < {s.budget:,} params | objectives {','.join(s.objectives)} | "
               f"validation {s.holdout:,} held out" + (f", training subset {s.subset:,}" if s.subset else "")
               + f" | sampler {config.sampler}, pruner {config.pruner_for(s)} | jobs {config.jobs} | "
-              f"device {search.device}, {resolve_precision(config.precision, search.device)} | seed {config.seed} | "
+              f"device {search.device}, {precision} | seed {config.seed} | "
               f"run {search.run_id}")
         print("plan:")
         for line in plan_lines(search.rungs, estimate, len(search.data.val_labels), config.jobs,

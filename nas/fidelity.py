@@ -123,6 +123,9 @@ class Rates:
     def seconds(self, rung: Rung, val_images: int) -> float:
         return (self.train_us * rung.images * rung.epochs + self.eval_us * val_images * rung.evaluations) / 1e6
 
+    def scaled(self, factor: float) -> Rates:
+        return Rates(self.train_us * factor, self.eval_us * factor)
+
     @classmethod
     def of(cls, record: TrialRecord) -> Rates | None:
         if record.train_us is None or record.eval_us is None:
@@ -140,13 +143,17 @@ def rung_seconds(rung: Rung, rates: list[Rates], val_images: int, jobs: int) -> 
     return max(loads)
 
 
-def reserve_seconds(rungs: list[Rung], ranked: list[Rates], val_images: int, jobs: int) -> float:
-    """Time the rungs after rung 0 will take, if the best-ranked screened candidates go up."""
+def reserve_seconds(rungs: list[Rung], ranked: list[Rates], val_images: int, jobs: int,
+                    final: list[Rates] | None = None) -> float:
+    """Time the rungs after rung 0 will take, if the best-ranked screened candidates go up.
+    ``final``: the best-ranked candidates' rates at the final rung's precision, where it is not
+    screening's (fp32 finalists after bf16 screening); else the screening rates serve every rung."""
     total = 0.0
     for rung in rungs[1:]:
-        chosen = ranked[: rung.keep]
-        if len(chosen) < (rung.keep or 0) and ranked:  # not screened enough yet: assume average ones
-            mean = Rates(sum(r.train_us for r in ranked) / len(ranked), sum(r.eval_us for r in ranked) / len(ranked))
+        rates = final if rung.final and final else ranked
+        chosen = rates[: rung.keep]
+        if len(chosen) < (rung.keep or 0) and rates:  # not screened enough yet: assume average ones
+            mean = Rates(sum(r.train_us for r in rates) / len(rates), sum(r.eval_us for r in rates) / len(rates))
             chosen = chosen + [mean] * (rung.keep - len(chosen))
         total += rung_seconds(rung, chosen, val_images, jobs)
     return total

@@ -53,6 +53,7 @@ class TrialRecord:
     train_us: float | None = None  # training microseconds per image and epoch (plans the rungs)
     eval_us: float | None = None  # evaluation microseconds per image
     device: str | None = None
+    precision: str | None = None  # of the training steps: bf16 screens on CPUs with native bf16, fp32 is final
     duplicate_of: int | None = None  # trial number whose result this one reuses
     promoted_from: int | None = None  # trial number in the rung below
     promoted_to: int | None = None  # trial number in the rung above

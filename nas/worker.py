@@ -38,10 +38,10 @@ from nas.builder import count_flops
 from nas.config import SearchConfig, StudySettings
 from nas.data import Splits, stratified_first
 from nas.dashboard import refresh_figure, save_trial_note, trial_note
-from nas.engine import train
+from nas.engine import resolve_precision, time_steps, train
 from nas.export import state_bytes
 from nas.fidelity import Rates, Rung, ranked, reserve_seconds
-from nas.record import TrialRecord, key_of, set_finished_trial_user_attr, write_candidate
+from nas.record import TrialRecord, candidate_of, key_of, set_finished_trial_user_attr, write_candidate
 from nas.space import SearchSpace
 from nas.spec import Candidate
 from nas.study import beat, enqueue, heartbeat, requeue, retry_stale_trials, storage_lock
@@ -50,6 +50,7 @@ MAX_UNTRAINED_IN_A_ROW = 500  # rejected or duplicate proposals before giving up
 FIGURE_EVERY = 25  # screening trials between refreshes of the study's figure in the dashboard
 MAX_FAILURES_IN_A_ROW = 3  # trials ending in an error before the worker gives up (each is retried later)
 WAIT_SECONDS = 2.0  # poll interval while other workers finish a rung
+PROBE_STEPS = 40  # training steps of each precision that measure a candidate's fp32/bf16 time ratio
 
 
 class Interrupted(BaseException):
@@ -166,7 +167,7 @@ class Worker:
             return self.reuse(trial, record, earlier)
 
         seed = record.seed if record.seed is not None else s.config.seed + trial.number
-        record.write(trial, seed=seed, device=s.device)
+        record.write(trial, seed=seed, device=s.device, precision=self.precision_at(rung))
         self.reporter.trial_started(rung, trial.number, record)
         # Learning curves at full fidelity (and the pruner's evidence there); the references get theirs at
         # every rung, a few cheap evaluations, so the report can always draw them.
@@ -268,6 +269,29 @@ class Worker:
     bracket: int = 0
     failures_in_a_row: int = 0
     finished_here: int = 0
+    _final_ratio: dict[int, float] = field(default_factory=dict)  # trial id -> final/screening time ratio
+
+    def precision_at(self, rung: Rung) -> str:
+        return resolve_precision(self.precision, self.search.device, ranking_only=not rung.final)
+
+    def final_rates(self, top: list[tuple[FrozenTrial, Rates]]) -> list[Rates] | None:
+        """The likely finalists' rates at the final rung's precision, where it is not screening's.
+        Screening trains in bf16 on CPUs with native bf16 and the finalists in fp32, 1.1-1.5x slower per
+        image for these networks (their measured rates alone left the reserve 20 % short), so each
+        candidate's ratio is probed once: a few steps in each precision (about 2 s)."""
+        s = self.search
+        final, screening = self.precision_at(s.final), self.precision_at(s.rungs[0])
+        if final == screening:
+            return None
+        out = []
+        for trial, rates in top[: s.final.keep]:
+            if trial._trial_id not in self._final_ratio:
+                candidate = candidate_of(trial)
+                slow = time_steps(candidate, s.data, s.device, PROBE_STEPS, precision=final)[0]
+                fast = time_steps(candidate, s.data, s.device, PROBE_STEPS, precision=screening)[0]
+                self._final_ratio[trial._trial_id] = slow / fast
+            out.append(rates.scaled(self._final_ratio[trial._trial_id]))
+        return out
 
     def run(self, deadline: float | None, trials: int | None) -> str:
         """Work until the plan is done; returns why it stopped: "done" (the final rung of the round
@@ -354,7 +378,8 @@ class Worker:
         if deadline is None:
             return None
         now = time.time()
-        best = [r for r in (Rates.of(TrialRecord.of(t)) for t in ranked(screened)) if r is not None]
+        top = [(t, r) for t, r in ((t, Rates.of(TrialRecord.of(t))) for t in ranked(screened)) if r is not None]
+        best = [r for _, r in top]
         if len(s.rungs) == 1:  # start no trial that would end after the deadline (as far as the others say)
             val = len(s.data.val_labels)
             each = sum(r.seconds(s.rungs[0], val) for r in best) / len(best) if best else 0.0
@@ -363,7 +388,8 @@ class Worker:
             return "timeout" if now >= deadline else None
         val, jobs = len(s.data.val_labels), s.config.jobs
         next_one = sum(r.seconds(s.rungs[0], val) for r in best) / len(best) / jobs
-        return "timeout" if now + next_one + reserve_seconds(s.rungs, best, val, jobs) >= deadline else None
+        reserve = reserve_seconds(s.rungs, best, val, jobs, self.final_rates(top))
+        return "timeout" if now + next_one + reserve >= deadline else None
 
     def ask(self, rung: Rung) -> optuna.Trial | None:
         """Take the rung's next queued trial or (rung 0) a new sample; None if another worker took it."""

@@ -49,6 +49,12 @@ def test_costs_come_from_measured_rates():
     reserve = reserve_seconds([r0, r1, r2], [slow, fast, fast, fast], 10_000, 1)
     assert reserve == pytest.approx(slow.seconds(r1, 10_000) + 3 * fast.seconds(r1, 10_000)
                                     + slow.seconds(r2, 10_000) + fast.seconds(r2, 10_000))
+    # finalists at another precision (fp32 after bf16 screening): their own rates serve the final rung only
+    slower = [slow.scaled(1.5), fast.scaled(1.5)]
+    assert slower[0] == Rates(450.0, 45.0)
+    reserve_fp32 = reserve_seconds([r0, r1, r2], [slow, fast, fast, fast], 10_000, 1, final=slower)
+    assert reserve_fp32 == pytest.approx(slow.seconds(r1, 10_000) + 3 * fast.seconds(r1, 10_000)
+                                         + 1.5 * (slow.seconds(r2, 10_000) + fast.seconds(r2, 10_000)))
 
 
 def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():

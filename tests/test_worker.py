@@ -96,3 +96,39 @@ def test_a_run_that_arrives_after_the_rounds_screening_screens_a_round_of_its_ow
     mine = [t for t in late.studies[1].get_trials() if TrialRecord.of(t).bracket == 1]
     assert {TrialRecord.of(t).promoted_from for t in mine} == {t.number for t in screened}  # its own round only
     assert a.next_step(None, 3) == ("stop", "done")  # A trained in round 0: it ends with it
+
+
+def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search, monkeypatch):
+    import torch
+
+    from nas import worker as worker_module
+    from nas.fidelity import Rates, ranked
+
+    worker = Worker(search)
+    for _ in range(3):
+        worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))
+    screened = search.studies[0].get_trials()
+    top = [(t, Rates.of(TrialRecord.of(t))) for t in ranked(screened)]
+    assert Worker(search, precision="fp32").final_rates(top) is None  # one precision: screening rates serve
+    # A CPU with native bf16: screening runs in bf16, the finalists in fp32.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert worker.precision_at(search.rungs[0]) == "bf16" and worker.precision_at(search.final) == "fp32"
+    probes = []
+    real_probe = worker_module.time_steps
+
+    def probe(candidate, data, device, steps, precision):
+        probes.append(precision)
+        return real_probe(candidate, data, device, steps, precision=precision)
+
+    monkeypatch.setattr(worker_module, "time_steps", probe)
+    rates = worker.final_rates(top)
+    assert len(rates) == search.final.keep == 2 and probes == ["fp32", "bf16"] * 2
+    for (trial, screening), final in zip(top, rates):
+        ratio = worker._final_ratio[trial._trial_id]
+        assert ratio > 0 and final == screening.scaled(ratio)
+    worker.final_rates(top)
+    assert len(probes) == 4  # each candidate is probed once
+    val = len(search.data.val_labels)
+    with_probe = worker_module.reserve_seconds(search.rungs, [r for _, r in top], val, 1, rates)
+    without = worker_module.reserve_seconds(search.rungs, [r for _, r in top], val, 1)
+    assert with_probe != without
