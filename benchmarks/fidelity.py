@@ -27,12 +27,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from nas.budget import DEFAULT_BUDGET
-from nas.builder import count_flops, count_params
-from nas.data import DEFAULT_HOLDOUT, load_mnist, make_splits
-from nas.engine import train
-from nas.space import SearchSpace
-from nas.spec import Candidate
+from nas.arch.budget import DEFAULT_BUDGET
+from nas.arch.builder import count_flops, count_params
+from nas.engine.data import DEFAULT_HOLDOUT, load_mnist, make_splits
+from nas.engine.trainer import train
+from nas.space.space import SearchSpace
+from nas.arch.candidate import Candidate
 
 FULL = (15, None)  # 15 epochs on every training image left after the holdout
 LOW = [(1, 10_000), (2, 10_000), (4, 10_000), (2, None)]
@@ -138,7 +138,7 @@ def table(csv_path: str) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="folder with the four MNIST files (not needed with --table)")
-    parser.add_argument("--space", default=str(Path(__file__).resolve().parents[1] / "search_spaces" / "mnist_20k.yaml"))
+    parser.add_argument("--space", default="mnist_20k")
     parser.add_argument("--candidates", type=int, default=20, help="references first, then random samples (default 20)")
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET)
     parser.add_argument("--seed", type=int, default=0, help="sampling and training seed (default 0)")

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nas.data import load_mnist, make_splits
-from nas.engine import train
-from nas.presets import load_preset
+from nas.engine.data import load_mnist, make_splits
+from nas.engine.trainer import train
+from nas.arch.presets import load_preset
 
 FIELDS = ["preset", "precision", "seed", "threads", "epochs", "test_acc", "seconds"]
 

@@ -20,9 +20,9 @@ import time
 import optuna
 import pandas as pd
 
-from nas.config import SearchConfig
-from nas.record import TrialRecord
-from nas.search import run_search
+from nas.search.settings import SearchConfig
+from nas.search.record import TrialRecord
+from nas.search.run import run_search
 
 
 def best_so_far_by_epochs(study: optuna.Study) -> list[tuple[int, float]]:

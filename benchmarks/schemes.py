@@ -16,8 +16,8 @@ import argparse
 import optuna
 import pandas as pd
 
-from nas.record import TrialRecord
-from nas.results import best_trials, rung_studies
+from nas.search.record import TrialRecord
+from nas.results.query import best_trials, rung_studies
 
 
 def describe(study: optuna.Study) -> dict:

@@ -21,16 +21,17 @@ import time
 import optuna
 import torch
 
-from nas.budget import check_budget
-from nas.data import load_mnist, make_splits
-from nas.engine import accuracy, make_optimizer, train_epoch
-from nas.builder import build_model
-from nas.search import default_space_path
-from nas.space import SearchSpace
+from nas.arch.budget import check_budget
+from nas.engine.data import load_mnist, make_splits
+from nas.engine.optim import make_optimizer
+from nas.engine.trainer import accuracy, train_epoch
+from nas.arch.builder import build_model
+from nas.space.space import space_file
+from nas.space.space import SearchSpace
 
 
 def candidates(count: int):
-    space = SearchSpace.from_file(default_space_path())
+    space = SearchSpace.from_file(space_file())
     chosen = [space.reference(n) for n in space.references][:count]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     while len(chosen) < count:
@@ -48,7 +49,7 @@ def epoch_seconds(candidate, images, labels, bf16: bool) -> float:
     optimizer = make_optimizer(model, candidate.recipe)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
-    train_epoch(model, optimizer, candidate.recipe, images, labels, generator, bf16=bf16).item()
+    train_epoch(model, optimizer, candidate.recipe, images, labels, generator, precision="bf16" if bf16 else "fp32").item()
     return time.perf_counter() - start
 
 

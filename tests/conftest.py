@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nas.data import IMAGE_MAGIC, LABEL_MAGIC
+from nas.engine.data import IMAGE_MAGIC, LABEL_MAGIC
 
 REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -64,5 +65,28 @@ def command(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
-REPO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "mnist_20k.yaml"
-SPACE_FILES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
+SPACES = Path(__file__).resolve().parents[1] / "nas" / "space" / "spaces"
+REPO_SPACE = SPACES / "mnist_20k.yaml"
+SPACE_FILES = sorted(SPACES.glob("*.yaml"))
+
+
+PG = dict(host="127.0.0.1", port=5432)
+PG_PASSWORD = "s3cret-pw"  # trust authentication accepts any password; it must never be printed
+
+
+@pytest.fixture
+def pg_url():
+    psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed (pip install -e '.[test]')")
+    try:
+        admin = psycopg.connect(dbname="postgres", connect_timeout=3, autocommit=True, **PG)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL server answers at 127.0.0.1:5432 ({str(e).strip().splitlines()[0]})")
+    name = f"nas_test_{uuid.uuid4().hex[:10]}"
+    user = admin.info.user
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    yield f"postgresql://{user}:{PG_PASSWORD}@127.0.0.1:5432/{name}"
+    # A new connection: a test may have restarted the server under the old one.
+    with psycopg.connect(dbname="postgres", connect_timeout=30, autocommit=True, **PG) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

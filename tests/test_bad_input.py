@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nas import cli
+from nas.cli import bench, export, report, search, show, train
 
-from conftest import write_mnist
+from conftest import REPO_SPACE, write_mnist
 
 PASSWORD = "hunter2"
 
@@ -42,13 +42,22 @@ def world(tmp_path_factory):
     (w / "binary.json").write_bytes(os.urandom(2000) + b"\xff\xfe")
     (w / "big.json").write_text(" " * 2_000_000 + json.dumps(spec))
     (w / "recipe.json").write_text(json.dumps({**spec, "recipe": {"lr": -1}}))
-    space = (Path(__file__).resolve().parents[1] / "search_spaces" / "mnist_20k.yaml").read_text()
+    space = REPO_SPACE.read_text()
     (w / "strings.yaml").write_text(space.replace("channels: {low: 4, high: 32, step: 4}",
                                                   "channels: {choices: [a, b]}"))
     (w / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
         for i in range(20)))
     (w / "notyaml.yaml").write_text("arch: [unclosed")
+    (w / "deep.yaml").write_text("arch: " + "[" * 60_000 + "]" * 60_000)  # 120 KB, under the size limit
+    os.mkfifo(w / "fifo.json")  # opening it for reading would wait forever for a writer
+    (w / "empty.db").write_bytes(b"")
+    import sqlite3
+
+    with sqlite3.connect(w / "foreign.db") as db:  # another program's database
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('keep me')")
+    (w / "notes.html").write_text("<html>my own page</html>")
     gzbomb = write_mnist(w / "gzbomb")
     with gzip.open(gzbomb / "train-images-idx3-ubyte.gz", "wb") as f:  # a valid header, then far too much
         f.write((2051).to_bytes(4, "big") + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
@@ -60,8 +69,8 @@ def world(tmp_path_factory):
 
 def run(argv, capsys):
     name, args = argv[0], argv[1:]
-    entry = {"nas-show": cli.show, "nas-train": cli.train_cli, "nas-bench": cli.bench, "nas-search": cli.search,
-             "nas-export": cli.export, "nas-report": cli.report}[name]
+    entry = {"nas-show": show.main, "nas-train": train.main, "nas-bench": bench.main, "nas-search": search.main,
+             "nas-export": export.main, "nas-report": report.main}[name]
     with pytest.raises(SystemExit) as exit_info:
         entry(args)
     out, err = capsys.readouterr()
@@ -86,10 +95,14 @@ CASES = [
     ("nas-show --space {w}/bomb.yaml", "anchors and aliases"),
     ("nas-show --space {w}/notyaml.yaml", "not valid YAML"),
     ("nas-show --space {w}/missing.yaml", "cannot read search space"),
-    ("nas-show --space search_spaces/mnist_20k.yaml --sample -1", "--sample must be between 1 and 100000"),
-    ("nas-show --space search_spaces/mnist_20k.yaml --sample 1000000000", "--sample must be between 1 and 100000"),
-    ("nas-show --space search_spaces/mnist_20k.yaml --budget 0", "--budget must be at least 1"),
+    ("nas-show --space mnist_20k --sample -1", "--sample must be between 1 and 100000"),
+    ("nas-show --space mnist_20k --sample 1000000000", "--sample must be between 1 and 100000"),
+    ("nas-show --space mnist_20k --budget 0", "--budget must be at least 1"),
     ("nas-show --bogus", "unrecognized arguments: --bogus"),
+    ("nas-show --spec /dev/zero", "not a regular file"),
+    ("nas-show --spec {w}/fifo.json", "not a regular file"),
+    ("nas-show --space {w}/deep.yaml", "nested too deeply (more than 50 levels)"),
+    ("nas-show --space mnist_20k --seed 99999999999999999999", "--seed must be at least 0"),
     ("nas-show", "give one of --preset NAME, --spec FILE, --list or --space FILE"),
     # nas-train
     ("nas-train --preset ref-10066 --data-dir {w}/nowhere", "--data-dir: data folder"),
@@ -100,10 +113,14 @@ CASES = [
     ("nas-train --preset ref-10066 --epochs abc", "invalid int value: 'abc'"),
     ("nas-train --preset ref-10066 --seeds a,b", "--seeds takes seeds separated by commas"),
     ("nas-train --preset ref-10066 --seeds 0,0", "--seeds takes 1 to 100 different seeds"),
+    ("nas-train --preset ref-10066 --seeds 1,,2", "--seeds takes seeds separated by commas"),
+    ("nas-train --preset ref-10066 --seed 99999999999999999999", "--seed must be at least 0"),
+    ("nas-train --trial best --storage sqlite:///{w}/empty.db", "is empty, not the studies of a search"),
     ("nas-train --preset ref-10066 --seed -1", "--seed must be at least 0"),
     ("nas-train --preset ref-10066 --lr nan", "lr must be > 0"),
     ("nas-train --preset ref-10066 --batch-size 1000000000", "batch_size must be an integer from 1 to 4096"),
-    ("nas-train --preset ref-10066 --precision fp16", "precision must be one of auto, fp32, bf16"),
+    ("nas-train --preset ref-10066 --precision fp8", "precision must be one of auto, fp32, bf16, fp16"),
+    ("nas-train --preset ref-10066 --precision fp16 --device cpu", "--precision: fp16 (with a gradient scaler) is for CUDA"),
     ("nas-train --spec {w}/rgb.json --data-dir {mnist}", "MNIST images are 1-channel 28x28"),
     ("nas-train --spec {w}/classes.json --data-dir {mnist}", "scores 7 classes, but MNIST images are 1-channel 28x28 with 10"),
     ("nas-train --trial best --storage sqlite:///{w}/typo.db", "no database at"),
@@ -117,7 +134,8 @@ CASES = [
     ("nas-search --timeout nan", "--timeout: must be a number of seconds"),
     ("nas-search --timeout -5", "--timeout: must be a number of seconds"),
     ("nas-search --hours 0", "--hours must be between 0 and 720"),
-    ("nas-search --timeout 5 --hours 1", "give --timeout SECONDS or --hours H, not both"),
+    ("nas-search --timeout 5 --hours 1", "give one of --timeout SECONDS, --minutes M or --hours H, not"),
+    ("nas-search --minutes 0", "--minutes must be between 0 and 43,200"),
     ("nas-search --top -1", "--top must be at least 0"),
     ("nas-search --study ''", "--study: must be a non-empty printable name"),
     ("nas-search --study $'a\\x1b[31mb'", "--study: must be a non-empty printable name"),
@@ -134,6 +152,12 @@ CASES = [
     ("nas-search --storage nosuchdb://x --data-dir {mnist}", "cannot open storage nosuchdb://x"),
     ("nas-search --storage postgresql://u:" + PASSWORD + "@127.0.0.1:1/db --data-dir {mnist}", "cannot open storage"),
     ("nas-search --space {w}/strings.yaml", "channels: values must be whole numbers"),
+    ("nas-search --storage sqlite:///:memory: --data-dir {mnist}", "keeps nothing once the run ends"),
+    ("nas-search --storage sqlite:///{w}/new.db --artifacts {w}/file --data-dir {mnist}", "is a file, not a folder"),
+    ("nas-search --storage sqlite:///{w}/new.db --artifacts {mnist} --data-dir {mnist}", "--artifacts: "),
+    ("nas-search --storage sqlite:///{w}/foreign.db --data-dir {mnist}", "holds other tables (notes)"),
+    ("nas-search --storage sqlite:///{mnist}/train-labels-idx1-ubyte.gz --data-dir {mnist}", "not a SQLite database"),
+    ("nas-search --seed 99999999999999999999 --storage sqlite:///{w}/seed.db", "--seed: must be an integer between 0"),
     ("nas-search --storage sqlite:///{study_db} --study t --budget 8000 --data-dir {mnist}",
      "--budget: study 't' was created with budget 15000, this run asks for 8000"),
     # nas-export
@@ -147,10 +171,24 @@ CASES = [
     ("nas-export --preset ref-10066 --no-retrain --out {w}/x", "--no-retrain needs a trial of a search"),
     ("nas-export --storage sqlite:///{study_db} --no-retrain --epochs 2 --out {w}/x", "--epochs sets the retraining"),
     ("nas-export --storage postgresql://u:" + PASSWORD + "@127.0.0.1:1/db --out {w}/x", "cannot open storage"),
+    ("nas-export --storage postgresql://u@127.0.0.1:1/db?password=" + PASSWORD + " --out {w}/x", "cannot open storage"),
+    ("nas-export --storage sqlite:///{study_db} --trial 0 --no-retrain --out {artifacts} --force", "artifact store"),
+    ("nas-export --storage sqlite:///{study_db} --no-retrain --out {study_db} --force", "study database"),
+    ("nas-export --storage sqlite:///{study_db} --no-retrain --out {w}/full --force", "is not a folder nas-export wrote"),
+    ("nas-export --storage sqlite:///{study_db} --no-retrain --out {w}/x.json", "looks like a file name"),
+    ("nas-export --spec {w}/ok.json --out {w} --force", "around the spec file"),
+    ("nas-export --preset ref-10066 --seed 99999999999999999999 --out {w}/y", "--seed must be at least 0"),
     # nas-report
     ("nas-report --storage sqlite:///{w}/typo.db", "no database at"),
     ("nas-report --storage sqlite:///{study_db} --out {w}", "is a folder; give a file name"),
     ("nas-report --storage sqlite:///{study_db} --top 0", "--top must be at least 1"),
+    ("nas-report --storage sqlite:///{study_db} --out {study_db}", "is the study database"),
+    ("nas-report --storage sqlite:///{study_db} --out {w}/r.html --csv {w}/r.html", "is also the --out of this command"),
+    ("nas-report --storage sqlite:///{study_db} --out {w}/notes.html", "is not a file nas-report wrote"),
+    ("nas-report --storage sqlite:///{w}/empty.db", "is empty, not the studies of a search"),
+    ("nas-report --storage sqlite:///{w}/foreign.db", "holds other tables (notes)"),
+    ("nas-report --storage sqlite:///{w}/ok.json", "is not a SQLite database"),
+    ("nas-report --storage sqlite:///:memory:", "keeps nothing once the run ends"),
 ]
 
 
@@ -161,8 +199,8 @@ def study_db(world, tiny_study):
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    from nas.config import SearchConfig
-    from nas.search import run_search
+    from nas.search.settings import SearchConfig
+    from nas.search.run import run_search
 
     tmp = tmp_path_factory.mktemp("study")
     db = tmp / "s.db"
@@ -184,8 +222,9 @@ def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys
     (full / "keep.txt").write_text("precious")
     rejected = next((t.number for t in optuna.load_study(study_name="t", storage=f"sqlite:///{study_db}").trials
                      if t.user_attrs.get("outcome") == "rejected"), 0)
-    before = study_db.stat().st_mtime
-    text = line.format(w=world, mnist=real_mnist_dir, study_db=study_db, rejected=rejected)
+    before = checksums(study_db, world, real_mnist_dir)
+    artifacts = study_db.with_suffix(".artifacts")
+    text = line.format(w=world, mnist=real_mnist_dir, study_db=study_db, rejected=rejected, artifacts=artifacts)
     argv = shlex.split(text) if "$'" not in text else [*shlex.split(text.split(" $'")[0]), "a\x1b[31mb"]
     code, out, err = run(argv, capsys)
     lines = [l for l in err.splitlines() if l.strip()]
@@ -195,11 +234,21 @@ def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys
     assert lines[0].startswith(f"{argv[0]}: error: ")
     assert PASSWORD not in err + out
     assert (full / "keep.txt").read_text() == "precious" and sorted(p.name for p in full.iterdir()) == ["keep.txt"]
-    if "budget 8000" not in text:
-        assert study_db.stat().st_mtime == before or "study_db" not in line  # the study is not written
-    for name in ("typo.db", "seed.db", "budget.db", "seed.db.lock", "budget.db.lock"):
+    assert checksums(study_db, world, real_mnist_dir) == before  # the study, its weights, every file: byte-identical
+    for name in ("typo.db", "seed.db", "budget.db", "seed.db.lock", "budget.db.lock", "new.db", "new.db.lock",
+                 "r.html", "x.json", "y", "foreign.db.lock", "empty.db.lock"):
         assert not (world / name).exists(), name  # refused before any database is created
     assert not re.search(r"\x1b\[", err)  # escape sequences are not printed raw
+
+
+def checksums(study_db, world, data):
+    """sha256 of the study database, its artifact store and every file the cases point at; the real data
+    files (tens of MB, read-only to every command) by size and modification time."""
+    import hashlib
+
+    files = [study_db, *study_db.with_suffix(".artifacts").rglob("*"), *world.rglob("*")]
+    sums = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+    return sums | {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in data.iterdir()}
 
 
 def test_there_are_at_least_forty_cases_across_the_commands():

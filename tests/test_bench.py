@@ -1,8 +1,9 @@
 import torch
 
-from nas.bench import BenchResult, run_bench, torchvision_root
-from nas.data import load_mnist, make_splits
-from nas.spec import ArchSpec, Recipe, bn, conv, gap, maxpool, relu
+from nas.engine.bench import BenchResult, run_bench, torchvision_root
+from nas.engine.data import load_mnist, make_splits
+from nas.arch.spec import ArchSpec, bn, conv, gap, maxpool, relu
+from nas.arch.recipe import Recipe
 
 ARCH = ArchSpec((conv(8), relu(), bn(), maxpool(), conv(10, k=1), gap()))
 

@@ -1,6 +1,6 @@
-from nas.budget import DEFAULT_BUDGET, check_budget
-from nas.presets import load_preset
-from nas.spec import ArchSpec, conv, gap
+from nas.arch.budget import check_budget, DEFAULT_BUDGET
+from nas.arch.presets import load_preset
+from nas.arch.spec import ArchSpec, conv, gap
 
 
 def test_the_rule_is_fewer_than_twenty_thousand():

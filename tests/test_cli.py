@@ -130,8 +130,8 @@ def test_search_resume_retrain_and_export_end_to_end(real_mnist_dir, tmp_path):
     assert trial.user_attrs["retrain_mean"] == pytest.approx(retrained["mean"])
     out = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "best"), "--epochs", "1",
               "--data-dir", str(real_mnist_dir), "--device", "cpu").stdout
-    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["metrics.json", "model.onnx", "model.pt",
-                                                                      "model.pt2", "spec.json"]
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [".nas-export", "metrics.json", "model.onnx",
+                                                                      "model.pt", "model.pt2", "spec.json"]
     assert re.search(r"model\.pt2 +1,000 test images: .* same class on 1,000/1,000: ok", out)
     assert re.search(r"model\.onnx +1,000 test images: .* same class on 1,000/1,000: ok", out)
     # The folder runs with plain PyTorch and onnxruntime, in a process where this package cannot be imported.
@@ -166,12 +166,15 @@ print(int((a == b).sum()), int((a == labels).sum()))
 def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_copied(tmp_path, real_mnist_dir):
     import optuna
 
-    from nas.artifacts import artifact_dir, load_weights
-    from nas.config import SearchConfig
-    from nas.record import TrialRecord
-    from nas.search import create_or_finish, default_space_path, read_search, run_search
-    from nas.space import SearchSpace
-    from nas.study import enqueue, make_storage
+    from nas.search.artifacts import artifact_dir, load_weights
+    from nas.search.settings import SearchConfig
+    from nas.search.record import TrialRecord
+    from nas.space.space import space_file
+    from nas.search.opening import create_or_finish, read_search
+    from nas.search.run import run_search
+    from nas.space.space import SearchSpace
+    from nas.search.storage import make_storage
+    from nas.search.study import enqueue
 
     storage = f"sqlite:///{tmp_path}/d.db"
     config = SearchConfig(storage=storage, study="d", trials=2, device="cpu", seed=0, verify_data=False,
@@ -179,7 +182,7 @@ def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_cop
                           settings=dict(epochs=1, rungs=(), holdout=200, subset=300, references=False))
     create_or_finish(config, read_search(config), make_storage(storage))
     study = optuna.load_study(study_name="d", storage=storage)
-    same = SearchSpace.from_file(default_space_path()).references["ref-10066"]
+    same = SearchSpace.from_file(space_file()).references["ref-10066"]
     for _ in range(2):
         enqueue(study, same, TrialRecord())
     run_search(config)

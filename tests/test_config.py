@@ -4,14 +4,15 @@ import dataclasses
 
 import pytest
 
-from nas.config import ASKABLE_SETTINGS, SearchConfig, SettingError, StudySettings
+from nas.errors import SettingError
+from nas.search.settings import ASKABLE_SETTINGS, SearchConfig, StudySettings
 
 
 def test_defaults_live_in_the_dataclasses_and_the_cli_shows_them(capsys):
-    from nas import cli
+    from nas.cli import search
 
     with pytest.raises(SystemExit):
-        cli.search(["--help"])
+        search.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     d = StudySettings()
     assert f"(default {d.budget})" in help_text and f"(default {d.epochs})" in help_text

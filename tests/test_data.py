@@ -4,7 +4,7 @@ import hashlib
 import pytest
 import torch
 
-from nas.data import IMAGE_MAGIC, LABEL_MAGIC, DataError, Mnist, load_mnist, make_splits, read_idx
+from nas.engine.data import DataError, IMAGE_MAGIC, LABEL_MAGIC, load_mnist, make_splits, Mnist, read_idx
 
 from conftest import idx_bytes, synthetic_digits, write_mnist
 

@@ -1,8 +1,8 @@
 """Words for a candidate: the layer table (terminal, dashboard notes, report) and the recipe line."""
 
-from nas.describe import layer_markdown, layer_rows, recipe_line
-from nas.presets import load_preset
-from nas.spec import Recipe
+from nas.arch.describe import layer_markdown, layer_rows, recipe_line
+from nas.arch.presets import load_preset
+from nas.arch.recipe import Recipe
 
 
 def test_the_layer_rows_add_up_to_the_preset():

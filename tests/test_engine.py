@@ -4,9 +4,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nas.data import load_mnist, make_splits
-from nas.engine import make_scheduler, random_affine, resolve_device, train
-from nas.spec import ArchSpec, Recipe, bn, conv, gap, linear, maxpool, relu
+from nas.engine.data import load_mnist, make_splits
+from nas.engine.augment import random_affine
+from nas.engine.device import resolve_device
+from nas.engine.optim import make_scheduler
+from nas.engine.trainer import train
+from nas.arch.spec import ArchSpec, bn, conv, gap, linear, maxpool, relu
+from nas.arch.recipe import Recipe
 
 SMALL = ArchSpec((conv(8), relu(), bn(), maxpool(), conv(16), relu(), bn(), maxpool(), conv(10, k=1), gap()))
 FAST = Recipe(lr=0.05, batch_size=64, epochs=2)

@@ -9,14 +9,15 @@ import sys
 import pytest
 import torch
 
-from nas import export as export_module
-from nas.builder import build_model
-from nas.config import SettingError
-from nas.data import load_mnist, make_splits
-from nas.engine import accuracy, train
-from nas.export import FILES, ExportError, atomic_write, check_destination, export_folder, load_model
-from nas.presets import load_preset
-from nas.spec import Candidate
+from nas.results import export as export_module
+from nas.arch.builder import build_model
+from nas.errors import SettingError
+from nas.engine.data import load_mnist, make_splits
+from nas.engine.trainer import accuracy, train
+from nas.results.export import check_destination, export_folder, ExportError, FILES, load_model, MARK
+from nas.system import atomic_write
+from nas.arch.presets import load_preset
+from nas.arch.candidate import Candidate
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_the_folder_holds_five_checked_files_with_ordinary_permissions(trained, 
     candidate, model, data, _ = trained
     out = tmp_path / "best"
     result = export_folder(model, candidate, {"params": 10066, "test_acc": 0.5}, out, data.test_images[:200])
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, MARK])
     assert [p.format for p in result.parity] == ["model.pt2", "model.onnx"] and all(p.ok for p in result.parity)
     assert all(p.images == 200 and p.same_class == 200 and p.max_abs_diff < 1e-4 for p in result.parity)
     for name in FILES:
@@ -76,17 +77,24 @@ def test_an_existing_folder_needs_force_and_a_failed_export_leaves_it_untouched(
     (out / "mine.txt").write_text("precious")
     with pytest.raises(SettingError, match="already exists and is not empty; pass `force`"):
         export_folder(model, candidate, {}, out, data.test_images[:50])
+    with pytest.raises(SettingError, match="is not a folder nas-export wrote"):  # force replaces only an export
+        export_folder(model, candidate, {}, out, data.test_images[:50], force=True)
+    (out / "mine.txt").unlink()
+    export_folder(model, candidate, {"run": 1}, out, data.test_images[:50])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def broken(*args, **kwargs):
         raise RuntimeError("exporter crashed")
 
     monkeypatch.setattr(export_module, "_write_onnx", broken)
     with pytest.raises(RuntimeError):
-        export_folder(model, candidate, {}, out, data.test_images[:50], force=True)
-    assert [p.name for p in out.iterdir()] == ["mine.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+        export_folder(model, candidate, {"run": 2}, out, data.test_images[:50], force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier export, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
     monkeypatch.undo()
-    export_folder(model, candidate, {}, out, data.test_images[:50], force=True)
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    export_folder(model, candidate, {"run": 2}, out, data.test_images[:50], force=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, MARK])
+    assert '"run": 2' in (out / "metrics.json").read_text()
 
 
 def test_a_format_that_disagrees_is_not_written(trained, tmp_path, monkeypatch):
@@ -132,9 +140,9 @@ def test_an_untrained_model_round_trips_its_weights(tmp_path):
 
 KILLED_EXPORT = """
 import os, signal, sys, torch
-from nas import export
-from nas.builder import build_model
-from nas.presets import load_preset
+from nas.results import export
+from nas.arch.builder import build_model
+from nas.arch.presets import load_preset
 
 where, out = sys.argv[1], sys.argv[2]
 real_replace, real_onnx = os.replace, export._write_onnx

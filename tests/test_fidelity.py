@@ -5,10 +5,11 @@ import math
 import optuna
 import pytest
 
-from nas.config import SettingError, StudySettings
-from nas.fidelity import (Rates, check_rungs, fit_rungs, make_rungs, parse_fidelity, parse_rungs, plan_lines, ranked,
-                          reserve_seconds, rung_seconds)
-from nas.record import KEY_ATTR, TrialRecord
+from nas.errors import SettingError
+from nas.search.settings import StudySettings
+from nas.search.plan import fit_rungs, plan_lines, Rates, reserve_seconds, rung_seconds
+from nas.search.rungs import check_rungs, parse_fidelity, parse_rungs, ranked
+from nas.search.record import KEY_ATTR, TrialRecord
 
 
 def test_rungs_parse_and_must_grow_in_cost():
@@ -26,19 +27,19 @@ def test_rungs_parse_and_must_grow_in_cost():
 
 def test_make_rungs_sizes_names_and_images():
     settings = StudySettings(epochs=15, rungs=("2x10000", "5x25000"), promote=4, finalists=3, subset=20_000)
-    r0, r1, r2 = make_rungs("s", settings)
+    r0, r1, r2 = settings.make_rungs("s")
     assert (r0.keep, r1.keep, r2.keep) == (None, 12, 3)
     assert (r0.study_name, r1.study_name, r2.study_name) == ("s.rung0", "s.rung1", "s")
     assert (r0.images, r1.images, r2.images) == (10_000, 20_000, 20_000)  # the subset caps every rung
     assert r2.final and not r1.final and r2.evaluations == 15 and r1.evaluations == 1
     assert r0.label == "2 ep x 10,000 img"
-    single = make_rungs("s", StudySettings(rungs=()))
+    single = StudySettings(rungs=()).make_rungs("s")
     assert len(single) == 1 and single[0].final and single[0].study_name == "s" and single[0].keep is None
 
 
 def test_costs_come_from_measured_rates():
-    r0, r1, r2 = make_rungs("s", StudySettings(epochs=10, rungs=("1x1000", "2x5000"), promote=2, finalists=2,
-                                               holdout=10_000))
+    r0, r1, r2 = StudySettings(epochs=10, rungs=("1x1000", "2x5000"), promote=2, finalists=2,
+                                               holdout=10_000).make_rungs("s")
     fast, slow = Rates(train_us=100.0, eval_us=10.0), Rates(train_us=300.0, eval_us=30.0)
     assert fast.seconds(r0, 10_000) == pytest.approx((100 * 1000 * 1 + 10 * 10_000 * 1) / 1e6)
     assert fast.seconds(r2, 10_000) == pytest.approx((100 * 50_000 * 10 + 10 * 10_000 * 10) / 1e6)
@@ -46,19 +47,19 @@ def test_costs_come_from_measured_rates():
     assert rung_seconds(r2, [slow, fast, fast], 10_000, 2) == pytest.approx(slow.seconds(r2, 10_000))
     assert rung_seconds(r2, [fast, fast], 10_000, 1) == pytest.approx(2 * fast.seconds(r2, 10_000))
     # the reserve counts the best-ranked candidates of rung 0 for each later rung's size
-    reserve = reserve_seconds([r0, r1, r2], [slow, fast, fast, fast], 10_000, 1)
+    reserve = reserve_seconds([r0, r1, r2], [[slow, fast, fast, fast]], 10_000, 1)
     assert reserve == pytest.approx(slow.seconds(r1, 10_000) + 3 * fast.seconds(r1, 10_000)
                                     + slow.seconds(r2, 10_000) + fast.seconds(r2, 10_000))
     # finalists at another precision (fp32 after bf16 screening): their own rates serve the final rung only
     slower = [slow.scaled(1.5), fast.scaled(1.5)]
     assert slower[0] == Rates(450.0, 45.0)
-    reserve_fp32 = reserve_seconds([r0, r1, r2], [slow, fast, fast, fast], 10_000, 1, final=slower)
+    reserve_fp32 = reserve_seconds([r0, r1, r2], [[slow, fast, fast, fast]], 10_000, 1, final=[slower])
     assert reserve_fp32 == pytest.approx(slow.seconds(r1, 10_000) + 3 * fast.seconds(r1, 10_000)
                                          + 1.5 * (slow.seconds(r2, 10_000) + fast.seconds(r2, 10_000)))
 
 
 def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
-    rungs = make_rungs("s", StudySettings(epochs=15, rungs=("2x10000", "5x25000"), promote=4, finalists=3))
+    rungs = StudySettings(epochs=15, rungs=("2x10000", "5x25000"), promote=4, finalists=3).make_rungs("s")
     rate = Rates(train_us=300.0, eval_us=100.0)  # ~4 min per full-fidelity candidate
     full = rate.seconds(rungs[2], 10_000)
     assert fit_rungs(rungs, rate, 10_000, 1, 7200) == rungs  # two hours: the whole plan fits

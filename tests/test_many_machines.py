@@ -2,35 +2,13 @@
 
 import re
 import subprocess
-import uuid
 from collections import Counter
 
 import optuna
-import pytest
 
-from conftest import command
+from conftest import PG_PASSWORD as PASSWORD, command
 
-from nas.record import TrialRecord
-
-PG = dict(host="127.0.0.1", port=5432)
-PASSWORD = "s3cret-pw"  # trust authentication accepts any password; it must never be printed
-
-
-@pytest.fixture
-def pg_url():
-    psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed (pip install -e '.[test]')")
-    try:
-        admin = psycopg.connect(dbname="postgres", connect_timeout=3, autocommit=True, **PG)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL server answers at 127.0.0.1:5432 ({str(e).strip().splitlines()[0]})")
-    name = f"nas_test_{uuid.uuid4().hex[:10]}"
-    user = admin.info.user
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://{user}:{PASSWORD}@127.0.0.1:5432/{name}"
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+from nas.search.record import TrialRecord
 
 
 def test_three_machines_share_one_study_on_postgresql(pg_url, real_mnist_dir, tmp_path):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nas.presets import PRESETS_DIR, load_preset, preset_names, preset_path
+from nas.arch.presets import load_preset, preset_names, preset_path, PRESETS_DIR
 
 EXPECTED = ["ref-10066", "ref-18520", "ref-19712", "ref-19750", "ref-19970"]
 
@@ -29,7 +29,7 @@ def test_unknown_preset_names_the_known_ones():
 
 @pytest.mark.parametrize("name, budget", [("found-20k", 20_000), ("found-8k", 8_000), ("found-4k", 4_000)])
 def test_found_networks_say_how_they_were_found_and_what_they_measured(name, budget):
-    from nas.builder import count_params
+    from nas.arch.builder import count_params
 
     data = json.loads((PRESETS_DIR / f"{name}.json").read_text())
     assert "`nas-search " in data["notes"] and "seed" in data["notes"] and "min wall" in data["notes"]

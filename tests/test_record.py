@@ -3,9 +3,8 @@
 import optuna
 import pytest
 
-from nas.presets import load_preset
-from nas.record import (TrialRecord, candidate_of, key_of, set_finished_trial_user_attr, write_candidate,
-                        write_retrain)
+from nas.arch.presets import load_preset
+from nas.search.record import candidate_of, key_of, set_finished_trial_user_attr, TrialRecord, write_candidate, write_retrain
 
 
 def test_a_record_round_trips_through_a_trial_and_keeps_attributes_short(tmp_path):

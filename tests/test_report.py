@@ -7,10 +7,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from nas.config import SearchConfig
-from nas.report import IMPORTANCES_SHOWN, importance_figure, write_report
-from nas.results import open_study
-from nas.search import run_search
+from nas.search.settings import SearchConfig
+from nas.results.report import importance_figure, IMPORTANCES_SHOWN, write_report
+from nas.results.query import open_study
+from nas.search.run import run_search
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 
 import pytest
 
-from nas.config import SearchConfig, SettingError
-from nas.record import TrialRecord
-from nas.results import best_trials, find_trial, open_study, rung_studies, trials_table
-from nas.search import run_search
+from nas.errors import SettingError
+from nas.search.settings import SearchConfig
+from nas.search.record import TrialRecord
+from nas.results.query import best_trials, find_trial, open_study, rung_studies, trials_table
+from nas.search.run import run_search
 
 
 @pytest.fixture(scope="module")

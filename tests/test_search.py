@@ -8,13 +8,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import study as study_module
-from nas.config import SearchConfig, SettingError
-from nas.data import DataError
-from nas.record import TrialRecord, candidate_of, key_of
-from nas.results import best_trials, trials_table
-from nas.search import read_search, run_search
-from nas.study import make_storage
+from nas.search import study as study_module
+from nas.errors import SettingError
+from nas.search.settings import SearchConfig
+from nas.engine.data import DataError
+from nas.search.record import candidate_of, key_of, TrialRecord
+from nas.results.query import best_trials, trials_table
+from nas.search.opening import read_search
+from nas.search.run import run_search
+from nas.search.storage import make_storage
 
 REFERENCES = ["ref-19970", "ref-10066", "ref-19712", "ref-19750", "ref-18520"]
 ONE_RUNG = dict(epochs=2, rungs=(), holdout=200, subset=300)
@@ -116,13 +118,14 @@ def test_resume_takes_the_studys_settings_and_refuses_only_what_differs(config):
 
 
 def test_a_duplicate_candidate_reuses_the_earlier_result(config):
-    from nas.space import SearchSpace
-    from nas.search import create_or_finish, default_space_path
-    from nas.study import enqueue
+    from nas.space.space import SearchSpace
+    from nas.space.space import space_file
+    from nas.search.opening import create_or_finish
+    from nas.search.study import enqueue
 
     cfg = replace(config, settings={**ONE_RUNG, "references": False})
     create_or_finish(cfg, read_search(cfg), make_storage(cfg.storage))
-    space = SearchSpace.from_file(default_space_path())
+    space = SearchSpace.from_file(space_file())
     a, b = space.references["ref-10066"], dict(space.references["ref-10066"], s2_c2_ch=24)
     for params in (a, a, b):
         enqueue(load(cfg), params, TrialRecord())
@@ -134,9 +137,9 @@ def test_a_duplicate_candidate_reuses_the_earlier_result(config):
 
 
 def test_pruned_trials_stop_early_and_keep_their_curve(config, monkeypatch):
-    from nas import search
+    from nas.search import opening
 
-    monkeypatch.setattr(search, "make_pruner", lambda name, epochs: optuna.pruners.ThresholdPruner(lower=1.1))
+    monkeypatch.setattr(opening, "make_pruner", lambda name, epochs: optuna.pruners.ThresholdPruner(lower=1.1))
     cfg = replace(config, settings={**ONE_RUNG, "epochs": 4, "references": False}, trials=1)
     run_search(cfg)
     t, r = records(load(cfg))[0]
@@ -202,13 +205,13 @@ def test_bad_storage_and_data_fail_before_any_write(config, tmp_path):
 def test_a_dead_workers_trial_is_retried_by_the_next_run(config, monkeypatch):
     monkeypatch.setattr(study_module, "STALE_SECONDS", 2.0)
     cfg = replace(config, settings={**ONE_RUNG, "references": False}, trials=1)
-    from nas.search import create_or_finish
-    from nas.space import SearchSpace
-    from nas.search import default_space_path
-    from nas.study import enqueue
+    from nas.search.opening import create_or_finish
+    from nas.space.space import SearchSpace
+    from nas.space.space import space_file
+    from nas.search.study import enqueue
 
     create_or_finish(cfg, read_search(cfg), make_storage(cfg.storage))
-    space = SearchSpace.from_file(default_space_path())
+    space = SearchSpace.from_file(space_file())
     enqueue(load(cfg), space.references["ref-10066"], TrialRecord(name="ref-10066"))
     load(cfg).ask()  # a worker took it and was killed before its first heartbeat
     time.sleep(2.5)
@@ -221,9 +224,9 @@ def test_a_dead_workers_trial_is_retried_by_the_next_run(config, monkeypatch):
 
 
 def test_ctrl_c_queues_the_running_trial_again_and_the_same_command_resumes(config, monkeypatch):
-    from nas import worker
+    from nas.search import trial as trial_module
 
-    real_train = worker.train
+    real_train = trial_module.train
     calls = {"n": 0}
 
     def interrupted_once(*args, **kwargs):
@@ -232,7 +235,7 @@ def test_ctrl_c_queues_the_running_trial_again_and_the_same_command_resumes(conf
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(worker, "train", interrupted_once)
+    monkeypatch.setattr(trial_module, "train", interrupted_once)
     cfg = replace(config, trials=3)
     summary = run_search(cfg)
     assert summary.signal == 2 and summary.stopped == "SIGINT" and summary.counts["interrupted"] == 1
@@ -247,8 +250,8 @@ def test_ctrl_c_queues_the_running_trial_again_and_the_same_command_resumes(conf
 
 
 def test_a_half_made_study_is_finished_by_the_next_run(config):
-    from nas.search import OBJECTIVE_NAMES  # noqa: F401 - the module the creator lives in
-    from nas.study import ensure_study
+    from nas.search.opening import OBJECTIVE_NAMES  # noqa: F401 - the module the creator lives in
+    from nas.search.study import ensure_study
 
     storage = make_storage(config.storage)
     ensure_study(storage, "t", ["maximize"])  # the first run died right after creating the study
@@ -278,7 +281,7 @@ def test_two_runs_creating_one_study_at_once_both_work_on_it(config):
 
 
 def test_a_run_that_loses_the_race_to_create_a_study_takes_its_settings_or_refuses(config, monkeypatch):
-    import nas.search as search_module
+    from nas.search import run as search_module
 
     real = search_module.create_or_finish
     winner = replace(config, settings={**ONE_RUNG, "budget": 15_000})

@@ -1,12 +1,11 @@
-from pathlib import Path
-
 import optuna
 import pytest
 import yaml
 
-from nas.builder import plan
-from nas.presets import load_preset
-from nas.space import SearchSpace, audit
+from nas.arch.builder import plan
+from nas.arch.presets import load_preset
+from nas.space.audit import audit
+from nas.space.space import SearchSpace
 
 from conftest import REPO_SPACE, SPACE_FILES
 
@@ -110,6 +109,10 @@ def test_the_digest_ignores_references_and_tracks_distributions(tmp_path):
     assert SearchSpace.from_file(write_space(tmp_path, lambda d: d["recipe"].update(epochs=10))).digest != base
 
 
-def test_the_packaged_default_space_is_the_file_users_edit():
-    repo = Path(__file__).resolve().parents[1]
-    assert (repo / "nas" / "spaces" / "mnist_20k.yaml").read_text() == (repo / "search_spaces" / "mnist_20k.yaml").read_text()
+def test_a_space_is_found_by_its_shipped_name_or_by_its_path(tmp_path):
+    from nas.space.space import shipped_spaces, space_file
+
+    assert space_file() == space_file("mnist_20k") == REPO_SPACE and "mnist_20k" in shipped_spaces()
+    mine = tmp_path / "mnist_20k"  # a file of that name where the user stands wins over the shipped one
+    mine.write_text(REPO_SPACE.read_text())
+    assert space_file(str(mine)) == mine and space_file(str(tmp_path / "x.yaml")) == tmp_path / "x.yaml"

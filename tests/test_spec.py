@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from nas.presets import load_preset, preset_names
-from nas.spec import ArchSpec, Candidate, Layer, Recipe, conv, gap, linear, load_spec_file, relu
+from nas.arch.presets import load_preset, preset_names
+from nas.arch.spec import ArchSpec, conv, gap, Layer, linear, relu
+from nas.arch.candidate import Candidate, load_spec_file
+from nas.arch.recipe import Recipe
 
 
 def test_every_preset_round_trips_through_json():

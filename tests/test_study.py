@@ -1,54 +1,18 @@
-"""The study's life: storage, the lock, heartbeats, stale trials and retries, on real SQLite files."""
+"""The study's life: heartbeats, stale trials and retries, on real SQLite files."""
 
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas import study as study_module
-from nas.config import SettingError
-from nas.record import TrialRecord
-from nas.study import (BEAT_ATTR, beat, enqueue, heartbeat, is_stale, make_storage, redact, requeue,
-                       retry_stale_trials, sqlite_path, storage_lock)
-
-
-def test_passwords_never_show():
-    assert redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
-    assert redact("sqlite:///studies/mnist.db") == "sqlite:///studies/mnist.db"
-    with pytest.raises(SettingError) as caught:
-        make_storage("postgresql://me:secret@127.0.0.1:1/x")
-    assert "secret" not in str(caught.value) and "me:***@127.0.0.1:1" in str(caught.value)
-
-
-def test_two_spellings_of_one_sqlite_file_share_one_lock(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert sqlite_path("sqlite:///a/../s.db") == sqlite_path(f"sqlite:///{tmp_path}/s.db") == tmp_path / "s.db"
-    order = []
-
-    def hold():
-        with storage_lock(f"sqlite:///{tmp_path}/s.db"):
-            order.append("first in")
-            time.sleep(0.5)
-            order.append("first out")
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    time.sleep(0.1)
-    with storage_lock("sqlite:///a/../s.db"):
-        order.append("second in")
-    thread.join()
-    assert order == ["first in", "first out", "second in"]
-
-
-def test_a_mistyped_database_is_not_created(tmp_path):
-    with pytest.raises(SettingError, match="no database at"):
-        make_storage(f"sqlite:///{tmp_path}/typo.db", create=False)
-    assert not (tmp_path / "typo.db").exists()
+from nas.search import study as study_module
+from nas.search.record import TrialRecord
+from nas.search.storage import make_storage
+from nas.search.study import beat, BEAT_ATTR, enqueue, heartbeat, is_stale, requeue, retry_stale_trials
 
 
 def test_stale_trials_are_noticed_by_heartbeat_age_or_a_dead_worker(tmp_path, monkeypatch):

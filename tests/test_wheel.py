@@ -33,7 +33,7 @@ def test_a_wheel_in_a_fresh_venv_runs_without_the_repository(tmp_path):
     where = subprocess.run([str(python), "-c", "import nas; print(nas.__file__)"], capture_output=True, text=True,
                            cwd=elsewhere, check=True).stdout.strip()
     assert where.startswith(str(fresh)) and str(REPO) not in where
-    run = subprocess.run([str(fresh / "bin" / "nas-show"), "--space", "search_spaces/mnist_20k.yaml", "--sample", "10",
+    run = subprocess.run([str(fresh / "bin" / "nas-show"), "--space", "mnist_20k", "--sample", "10",
                           "--json"], capture_output=True, text=True, cwd=elsewhere, timeout=300)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)

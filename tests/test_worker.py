@@ -3,11 +3,11 @@
 import pytest
 from optuna.trial import TrialState
 
-from nas.config import SearchConfig
-from nas.record import TrialRecord, candidate_of
-from nas.search import attach, create_or_finish, read_search
-from nas.study import make_storage
-from nas.worker import Worker, current_bracket
+from nas.search.settings import SearchConfig
+from nas.search.record import candidate_of, TrialRecord
+from nas.search.opening import attach, create_or_finish, read_search
+from nas.search.storage import make_storage
+from nas.search.worker import current_bracket, Worker
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def test_screening_comes_first_then_a_promotion_then_the_final_rung(search):
     worker = Worker(search)
     assert worker.next_step(None, 3) == ("train", search.rungs[0])  # the queued references
     for _ in range(3):
-        worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))
+        worker.runner.run(search.rungs[0], worker.ask(search.rungs[0]), worker.bracket)
     assert worker.next_step(None, 3) == ("promote", search.rungs[1])  # this run's 3 screened: rank them
     worker.promote(search.rungs[1])
     worker.promote(search.rungs[1])  # a second promotion (another worker, a crash and a restart) adds nothing
@@ -34,39 +34,39 @@ def test_screening_comes_first_then_a_promotion_then_the_final_rung(search):
     assert {TrialRecord.of(t).promoted_from for t in finals} <= set(screened)
     assert worker.next_step(None, 3) == ("train", search.rungs[1])
     for _ in range(2):
-        worker.run_one(search.rungs[1], worker.ask(search.rungs[1]))
+        worker.runner.run(search.rungs[1], worker.ask(search.rungs[1]), worker.bracket)
     assert worker.ask(search.rungs[1]) is None  # nothing queued: a final rung never samples
     assert worker.next_step(None, 3) == ("stop", "done")
     assert current_bracket(search) == 1  # the round is over: a next run starts a new one
 
 
 def test_an_over_budget_candidate_is_rejected_without_training(search, monkeypatch):
-    from nas import worker as worker_module
+    from nas.search import trial as trial_module
 
-    monkeypatch.setattr(worker_module, "train", lambda *a, **k: pytest.fail("trained a rejected candidate"))
+    monkeypatch.setattr(trial_module, "train", lambda *a, **k: pytest.fail("trained a rejected candidate"))
     search.settings = type(search.settings)(**{**search.settings.__dict__, "budget": 15_000})
-    frozen = Worker(search).run_one(search.rungs[0], Worker(search).ask(search.rungs[0]))  # ref-19970
+    frozen = Worker(search).runner.run(search.rungs[0], Worker(search).ask(search.rungs[0]), 0)  # ref-19970
     r = TrialRecord.of(frozen)
     assert r.outcome == "rejected" and frozen.state == TrialState.PRUNED and r.val_acc is None
     assert frozen.constraints["params"] > 0
 
 
 def test_every_trained_trials_weights_are_kept_as_an_artifact(search):
-    from nas.artifacts import artifact_dir, load_weights
-    from nas.builder import build_model
+    from nas.search.artifacts import artifact_dir, load_weights
+    from nas.arch.builder import build_model
 
     worker = Worker(search)
     for _ in range(2):
-        worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))
+        worker.runner.run(search.rungs[0], worker.ask(search.rungs[0]), worker.bracket)
     worker.promote(search.rungs[1])
-    frozen = worker.run_one(search.rungs[1], worker.ask(search.rungs[1]))
+    frozen = worker.runner.run(search.rungs[1], worker.ask(search.rungs[1]), worker.bracket)
     screened = [t for t in search.studies[0].get_trials() if t.state.is_finished()]
     assert len(screened) == 2
     for trial in [frozen, *screened]:  # the final rung's and the screened ones
         state = load_weights(trial, search.storage, artifact_dir(search.config.storage))
         build_model(candidate_of(trial).arch).load_state_dict(state)  # the trial's own network's weights
     search.settings = type(search.settings)(**{**search.settings.__dict__, "budget": 15_000})
-    rejected = worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))  # over budget: never trained
+    rejected = worker.runner.run(search.rungs[0], worker.ask(search.rungs[0]), worker.bracket)  # over budget: never trained
     assert TrialRecord.of(rejected).outcome == "rejected"
     with pytest.raises(ValueError, match="has no stored weights"):
         load_weights(rejected, search.storage, artifact_dir(search.config.storage))
@@ -76,7 +76,7 @@ def test_a_run_that_arrives_after_the_rounds_screening_screens_a_round_of_its_ow
     # Machine A screens 3 candidates, promotes 2 and is training both finalists when machine B starts.
     a = Worker(search)
     for _ in range(3):
-        a.run_one(search.rungs[0], a.ask(search.rungs[0]))
+        a.runner.run(search.rungs[0], a.ask(search.rungs[0]), a.bracket)
     a.promote(search.rungs[1])
     running = [a.ask(search.rungs[1]) for _ in range(2)]
     late = attach(search.config, read_search(search.config), "run2", 0, 0)
@@ -84,11 +84,11 @@ def test_a_run_that_arrives_after_the_rounds_screening_screens_a_round_of_its_ow
     b.bracket = current_bracket(late)
     assert b.bracket == 0 and b.next_step(None, 2) == ("wait", None)  # A's round is not over
     for trial in running:
-        a.run_one(search.rungs[1], trial)
+        a.runner.run(search.rungs[1], trial, a.bracket)
     # Round 0 is over and B screened nothing in it: rather than stop, B screens round 1, taking the
     # references A left queued first.
     assert b.next_step(None, 2) == ("train", late.rungs[0]) and b.bracket == 1
-    screened = [b.run_one(late.rungs[0], b.ask(late.rungs[0])) for _ in range(2)]
+    screened = [b.runner.run(late.rungs[0], b.ask(late.rungs[0]), b.bracket) for _ in range(2)]
     assert [TrialRecord.of(t).name for t in screened] == ["ref-19750", "ref-18520"]
     assert all(TrialRecord.of(t).bracket == 1 and TrialRecord.of(t).run == "run2" for t in screened)
     assert b.next_step(None, 2) == ("promote", late.rungs[1])
@@ -101,18 +101,19 @@ def test_a_run_that_arrives_after_the_rounds_screening_screens_a_round_of_its_ow
 def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search, monkeypatch):
     import torch
 
-    from nas import worker as worker_module
-    from nas.fidelity import Rates, ranked
+    from nas.search import worker as worker_module
+    from nas.search.plan import Rates
+    from nas.search.rungs import ranked
 
     worker = Worker(search)
     for _ in range(3):
-        worker.run_one(search.rungs[0], worker.ask(search.rungs[0]))
+        worker.runner.run(search.rungs[0], worker.ask(search.rungs[0]), worker.bracket)
     screened = search.studies[0].get_trials()
-    top = [(t, Rates.of(TrialRecord.of(t))) for t in ranked(screened)]
+    top = [[(t, Rates.of(TrialRecord.of(t))) for t in ranked(screened)]]  # one band: a single budget
     assert Worker(search, precision="fp32").final_rates(top) is None  # one precision: screening rates serve
     # A CPU with native bf16: screening runs in bf16, the finalists in fp32.
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert worker.precision_at(search.rungs[0]) == "bf16" and worker.precision_at(search.final) == "fp32"
+    assert worker.runner.precision_at(search.rungs[0]) == "bf16" and worker.runner.precision_at(search.final) == "fp32"
     probes = []
     real_probe = worker_module.time_steps
 
@@ -122,13 +123,13 @@ def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search
 
     monkeypatch.setattr(worker_module, "time_steps", probe)
     rates = worker.final_rates(top)
-    assert len(rates) == search.final.keep == 2 and probes == ["fp32", "bf16"] * 2
-    for (trial, screening), final in zip(top, rates):
+    assert len(rates[0]) == search.final.keep == 2 and probes == ["fp32", "bf16"] * 2
+    for (trial, screening), final in zip(top[0], rates[0]):
         ratio = worker._final_ratio[trial._trial_id]
         assert ratio > 0 and final == screening.scaled(ratio)
     worker.final_rates(top)
     assert len(probes) == 4  # each candidate is probed once
     val = len(search.data.val_labels)
-    with_probe = worker_module.reserve_seconds(search.rungs, [r for _, r in top], val, 1, rates)
-    without = worker_module.reserve_seconds(search.rungs, [r for _, r in top], val, 1)
+    with_probe = worker_module.reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1, rates)
+    without = worker_module.reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1)
     assert with_probe != without

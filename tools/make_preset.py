@@ -16,11 +16,11 @@ import argparse
 import datetime
 from pathlib import Path
 
-from nas.presets import PRESETS_DIR
-from nas.record import TrialRecord, candidate_of
-from nas.report import trials_csv
-from nas.results import best_trials, open_study
-from nas.search import runs_of
+from nas.arch.presets import PRESETS_DIR
+from nas.search.record import candidate_of, TrialRecord
+from nas.results.report import trials_csv
+from nas.results.query import best_trials, open_study
+from nas.search.run import runs_of
 
 COLUMNS = ["study", "rung", "number", "state", "user_attrs_outcome", "user_attrs_val_acc", "user_attrs_test_acc",
            "user_attrs_params", "user_attrs_flops", "user_attrs_epochs", "user_attrs_seconds", "user_attrs_seed",

@@ -19,8 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nas.report import write_report
-from nas.results import best_trials, open_study
+from nas.results.report import write_report
+from nas.results.query import best_trials, open_study
 
 
 def chromium(url: str, png: Path, width: int = 1400, height: int = 1100) -> None:

@@ -1,0 +1,320 @@
+"""``nas-search``: search architectures and recipes under a parameter budget, screen many candidates
+cheaply, train the best at full fidelity; every trial is stored."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.cli.common import Parser, add_data_args, quote, redacted, run_cli
+from nas.cli.progress import CliReporter, pct
+
+STUDY_FLAGS = ("budget", "budgets", "epochs", "rungs", "promote", "finalists", "holdout", "subset", "objectives")
+
+
+def parse_budgets(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part.replace("_", "")) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--budgets takes parameter counts separated by commas (e.g. 2000,4000,8000,20000), "
+                         f"got {text!r}") from None
+
+
+TIME_FLAGS = (("hours", 3600), ("minutes", 60), ("timeout", 1))  # flag, seconds per unit
+
+
+def time_flag(args: argparse.Namespace) -> tuple[str, float, int] | None:
+    """The time flag given (name, value, seconds per unit), if any."""
+    given = [(name, getattr(args, name), unit) for name, unit in TIME_FLAGS if getattr(args, name) is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of --timeout SECONDS, --minutes M or --hours H, not {' and '.join('--' + g[0] for g in given)}")
+    return given[0] if given else None
+
+
+def timeout_of(args: argparse.Namespace) -> float | None:
+    """Seconds of the run, from whichever of --timeout, --minutes and --hours was given."""
+    given = time_flag(args)
+    if given is None:
+        return None
+    name, value, unit = given
+    if name != "timeout" and not 0 < value <= 720 * 3600 / unit:
+        raise ValueError(f"--{name} must be between 0 and {720 * 3600 // unit:,}, got {value:g}")
+    return value * unit
+
+
+def too_short(args: argparse.Namespace, config: Any, e: Any) -> str:
+    """A refused time, said with the flag the user gave: what it would need, whether a busy machine
+    inflates that, and the nearest command that fits the time given."""
+    import math
+    import os
+
+    name, value, unit = time_flag(args)
+    needed = math.ceil(e.needed / unit * 10) / 10 if unit > 1 else e.needed
+    line = (f"--{name} {value:g} cannot hold even one full-fidelity candidate: promoting and training it takes "
+            f"about {e.need:,.0f} s on this machine (measured)")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        line += f"; the machine is busy (load {load:.1f} on {cores} cores), which inflates that estimate"
+    settings = config.new_settings()
+    share = 0.9 * e.fitting_share()  # a margin: the screening rungs do not shrink with the full fidelity
+    images = int(settings.train_images * share) // 1000 * 1000
+    epochs = settings.epochs if images >= 5000 else max(1, int(settings.epochs * settings.train_images * share / 5000))
+    kept = [a for a in sys.argv[1:] if not a.startswith(("--epochs", "--subset"))]
+    kept = [a for i, a in enumerate(kept) if not (i and kept[i - 1] in ("--epochs", "--subset"))]
+    fits = " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(max(images, 5000))])
+    return f"{line}; ask for --{name} {needed:g} or more, or fit the time with fewer epochs and images: {fits}"
+
+
+def config_of(args: argparse.Namespace) -> Any:
+    """The run's config: the study settings given explicitly, and this run's own."""
+    from nas.search.rungs import parse_rungs
+    from nas.search.settings import SearchConfig
+
+    settings = {k: getattr(args, k) for k in STUDY_FLAGS if getattr(args, k) is not None}
+    if "rungs" in settings:
+        settings["rungs"] = parse_rungs(settings["rungs"])
+    if "objectives" in settings:
+        settings["objectives"] = tuple(settings["objectives"].split(","))
+    if "budgets" in settings:
+        settings["budgets"] = parse_budgets(settings["budgets"])
+    if args.no_references:
+        settings["references"] = False
+    return SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,
+                        trials=args.trials, timeout=timeout_of(args), sampler=args.sampler, pruner=args.pruner,
+                        jobs=args.jobs, threads=args.threads, artifacts=args.artifacts, seed=args.seed,
+                        device=args.device, precision=args.precision, data_dir=args.data_dir)
+
+
+def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
+    """The run's first lines: which study, its settings, the device and the plan."""
+    from nas.engine.device import resolve_precision
+    from nas.search.plan import plan_lines
+
+    s = search.settings
+    final = resolve_precision(config.precision, search.device)
+    screening = resolve_precision(config.precision, search.device, ranking_only=True)
+    precision = final if final == screening or len(search.rungs) == 1 else f"{final}, screening {screening}"
+    done = sum(t.state.is_finished() for st in search.studies for t in st.get_trials(deepcopy=False))
+    what = "new" if new else f"resumed, {done} trials so far"
+    print(f"study {search.name!r} ({what}) in {redacted(config.storage)}")
+    budget = (f"budgets < {', '.join(f'{b:,}' for b in s.budgets)}" if s.budgets else f"budget < {s.budget:,}")
+    print(f"space {s.space} | {budget} params | objectives {','.join(s.objectives)} | "
+          f"validation {s.holdout:,} held out" + (f", training subset {s.subset:,}" if s.subset else "")
+          + f" | sampler {config.sampler}, pruner {config.pruner_for(s)} | jobs {config.jobs} | "
+          f"device {search.device}, {precision} | seed {config.seed} | run {search.run_id}")
+    print("plan:")
+    for line in plan_lines(search.rungs, estimate, len(search.data.val_labels), config.jobs, config.stop_on_trials,
+                           config.timeout):
+        print(line)
+    sys.stdout.flush()
+
+
+def search_main(args: argparse.Namespace) -> int:
+    from nas.search.plan import TimeTooShort
+    from nas.search.run import run_search
+
+    if args.top < 0:
+        raise ValueError(f"--top must be at least 0, got {args.top}")
+    config = config_of(args)
+    check_take_away(args, config)
+    reporter = CliReporter({})
+
+    def on_start(search, new, estimate) -> None:
+        print_header(config, search, new, estimate)
+        reporter.planned = {r.index: r.keep for r in search.rungs} | {0: config.stop_on_trials}
+
+    try:
+        summary = run_search(config, reporter=reporter, on_start=on_start, command=command_line())
+    except TimeTooShort as e:
+        if time_flag(args) is None:
+            raise
+        raise ValueError(too_short(args, config, e)) from None
+    finally:
+        reporter.close()
+    print_counts(summary)
+    print_results(summary, args.top)
+    take_away(args, config, summary)
+    print_next(config, summary)
+    if summary.signal is not None:
+        print(f"interrupted ({summary.stopped}): the running trials were queued again; the same command resumes",
+              file=sys.stderr)
+        return 128 + int(summary.signal)
+    return 0
+
+
+def export_folders(args: argparse.Namespace, summary: Any = None, budgets: tuple[int, ...] = ()) -> list[tuple[Path, Any]]:
+    """Where ``--export`` puts each winner: the folder itself, or one folder per budget of a front search."""
+    from nas.results.query import winners_by_budget
+
+    out = Path(args.export)
+    if summary is None:
+        return [(out / f"under-{b}", None) for b in budgets] if len(budgets) > 1 else [(out, None)]
+    winners = winners_by_budget(summary.study)
+    if len(winners) > 1:
+        return [(out / f"under-{b}", t) for b, t in winners]
+    return [(out, winners[0][1] if winners else None)]
+
+
+def check_take_away(args: argparse.Namespace, config: Any) -> None:
+    """Before any training: the report and export paths can be written and touch nothing kept."""
+    if not (args.report or args.export):
+        return
+    from nas.engine.data import data_files
+    from nas.outputs import check_outputs
+    from nas.results.export import check_destination
+    from nas.results.report import OWN_MARKS, check_report_path
+    from nas.search.artifacts import stores
+
+    outputs = {"report": Path(args.report) if args.report else None, "export": Path(args.export) if args.export else None}
+    check_outputs(outputs, data_files(config.data_dir), stores(config.storage, config.artifacts))
+    if args.report:
+        check_report_path(Path(args.report), OWN_MARKS[".html"], "report")
+    if args.export:
+        for folder, _ in export_folders(args, budgets=config.settings.get("budgets", ())):
+            check_destination(folder, force=True, name="export")
+
+
+def take_away(args: argparse.Namespace, config: Any, summary: Any) -> None:
+    """What the run leaves beside its study: the report, and each winner's model files (its own weights)."""
+    if summary.signal is not None:
+        return
+    if args.report:
+        from nas.results.report import write_report
+
+        figures = write_report(summary.study, Path(args.report))
+        print(f"\nreport: {args.report} ({figures} figures, opens offline)")
+    if args.export:
+        from nas.cli.export import export_winner
+        from nas.engine.data import load_mnist, make_splits
+
+        data = make_splits(load_mnist(config.data_dir, verify=config.verify_data))
+        for folder, trial in export_folders(args, summary):
+            if trial is None:
+                print(f"model files: none in {folder} (no full-fidelity winner there yet)")
+                continue
+            test_acc = export_winner(summary.study, trial, folder, config.storage, config.artifacts, data)
+            print(f"model files: {folder}/ (trial {trial.number}, its weights from the search, test acc "
+                  f"{test_acc:.2%}; every format checked against PyTorch)")
+
+
+def print_counts(summary: Any) -> None:
+    c = summary.counts
+    print(f"\nthis run: trained {c['trained']} ({c['complete']} complete, {c['pruned']} pruned, "
+          f"{c['diverged']} diverged), rejected {c['rejected']} over budget (never trained), reused "
+          f"{c['duplicate']} duplicates, failed {c['failed']}, interrupted {c['interrupted']} (queued again); "
+          f"{summary.seconds:.0f} s wall; stopped: {summary.stopped}")
+    for i, rc in enumerate(summary.rung_counts):
+        if len(summary.rung_counts) > 1:
+            print(f"  rung {i}: trained {rc['trained']}, rejected {rc['rejected']}, duplicates {rc['duplicate']}")
+    if summary.running_elsewhere:
+        print(f"still running elsewhere (other workers, or dead ones not yet noticed): {summary.running_elsewhere}")
+
+
+def print_results(summary: Any, top: int) -> None:
+    """The top full-fidelity trials and the winner (or the Pareto front)."""
+    from nas.results.query import best_trials, candidate_of, settings_of, trials_table, winners_by_budget
+    from nas.search.record import TrialRecord
+
+    study = summary.study
+    table = trials_table(study)
+    if not table.empty:
+        table = table.sort_values("val_acc", ascending=False).head(top)
+        print(f"\ntop {len(table)} full-fidelity trials by validation accuracy (test accuracy is reported, never "
+              "used to select):")
+        print(table.drop(columns=["rung"]).to_string(index=False, na_rep="", formatters={
+            "val_acc": "{:.2%}".format, "test_acc": lambda v: "" if v != v else f"{v:.2%}",
+            "params": "{:,}".format, "flops": "{:,}".format}))
+    settings = settings_of(study)
+    if settings is not None and settings.budgets:
+        rows = [(f"under {b:,}", t) for b, t in winners_by_budget(study)]
+        title = "best trial per budget"
+    else:
+        rows = [("", t) for t in best_trials(study)[:top]]
+        title = "Pareto front" if summary.multi_objective else "best trial"
+    if any(t is not None for _, t in rows):
+        print(f"\n{title}:")
+    for where, t in rows:
+        if t is None:
+            print(f"  {where}: none at full fidelity yet")
+            continue
+        r, cand = TrialRecord.of(t), candidate_of(t)
+        rc = cand.recipe
+        print(f"  {where + ': ' if where else ''}trial {t.number}{' (' + r.name + ')' if r.name else ''}: val "
+              f"{pct(r.val_acc)}, test {pct(r.test_acc)}, {r.params:,} params, {r.flops:,} FLOPs, {r.epochs} epochs")
+        print(f"    arch   {cand.arch.key}")
+        print(f"    recipe {rc.optimizer} lr {rc.lr:.4g}, batch {rc.batch_size}, schedule {rc.schedule}, "
+              f"rotation {rc.rotation:g}, translate {rc.translate:g}, label smoothing {rc.label_smoothing:g}, "
+              f"weight decay {rc.weight_decay:g}")
+
+
+def print_next(config: Any, summary: Any) -> None:
+    from nas.search.artifacts import artifact_dir
+
+    shown = redacted(config.storage)
+    data = f" --data-dir {quote(config.data_dir)}" if config.data_dir else ""
+    study = quote(summary.study_name)
+    print("\nnext:")
+    print(f"  optuna-dashboard {shown} --artifact-dir {quote(str(artifact_dir(config.storage, config.artifacts)))}")
+    print(f"  nas-report --storage {shown} --study {study} --out report.html")
+    print(f"  nas-export --storage {shown} --study {study} --out best{data}")
+    print(f"  nas-train --storage {shown} --study {study} --trial best --seeds 0,1,2{data}")
+
+
+def command_line() -> str:
+    from nas.search.storage import redact_text
+
+    return redact_text(" ".join(quote(a) for a in ["nas-search", *sys.argv[1:]]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import dataclasses
+
+    from nas.results.query import TOP_TRIALS
+    from nas.search.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS, SearchConfig, StudySettings
+
+    d = {f.name: f.default for f in dataclasses.fields(StudySettings)}
+    c = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    parser = Parser(
+        prog="nas-search", description="Search architectures and recipes under a parameter budget with Optuna: "
+        "screen many candidates cheaply, train the best at full fidelity; every trial is stored. Study settings "
+        "(budget, epochs, rungs, ...) are fixed when a study is made; resuming takes them from the study.")
+    parser.add_argument("--space", help="search space: a file, or a shipped space's name (default mnist_20k; "
+                        "resuming: the study's own)")
+    parser.add_argument("--storage", default=c["storage"], help=f"Optuna storage URL (default {c['storage']})")
+    parser.add_argument("--study", help="study name (default: the space's name); the same name resumes it")
+    g = parser.add_argument_group("study settings (default for a new study; a resumed study keeps its own)")
+    g.add_argument("--budget", type=int, help=f"candidates need fewer parameters (default {d['budget']})")
+    g.add_argument("--budgets", metavar="A,B,...", help="a front search: the best network under each budget (e.g. "
+                   "2000,4000,8000,20000), each with its own finalists; screening samples every size up to the largest")
+    g.add_argument("--epochs", type=int, help=f"epochs of the full-fidelity rung (default {d['epochs']})")
+    g.add_argument("--rungs", help="screening rungs before the full-fidelity one, EPOCHS[xIMAGES] each, cheapest "
+                   f"first, or none (default {','.join(d['rungs'])})")
+    g.add_argument("--promote", type=int, help=f"each rung trains the best 1/N of the one below (default {d['promote']})")
+    g.add_argument("--finalists", type=int, help=f"candidates trained at full fidelity (default {d['finalists']})")
+    g.add_argument("--holdout", type=int, help=f"validation images held out (default {d['holdout']})")
+    g.add_argument("--subset", type=int, metavar="N", help="train on at most N of the remaining images")
+    g.add_argument("--objectives", help="accuracy (default), or a Pareto search at one fidelity: accuracy,params / "
+                   "accuracy,flops (with --rungs none)")
+    g.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
+    r = parser.add_argument_group("this run")
+    r.add_argument("--trials", type=int, help="candidates to screen in this run (default: as many as --timeout "
+                   f"allows, else {DEFAULT_TRIALS})")
+    r.add_argument("--timeout", type=float, metavar="SECONDS", help="finish this run, full-fidelity rung included, "
+                   "in about this long")
+    r.add_argument("--minutes", type=float, help="the same in minutes (e.g. 5 for a first look at every stage)")
+    r.add_argument("--hours", type=float, help="the same in hours")
+    r.add_argument("--sampler", choices=SAMPLERS, default=c["sampler"], help=f"default {c['sampler']} (seeded)")
+    r.add_argument("--pruner", choices=PRUNERS, help="within-trial pruning at one fidelity (default median with "
+                   "--rungs none, else none)")
+    r.add_argument("--jobs", type=int, default=c["jobs"], help=f"worker processes sharing the study (default {c['jobs']})")
+    r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core)")
+    r.add_argument("--artifacts", metavar="DIR", help="folder for the trained trials' weights (default: beside "
+                   "a SQLite file, e.g. studies/mnist.artifacts)")
+    r.add_argument("--top", type=int, default=TOP_TRIALS, help=f"rows of the final table (default {TOP_TRIALS})")
+    r.add_argument("--report", metavar="FILE", help="at the end, write the report (as nas-report) to this HTML file")
+    r.add_argument("--export", metavar="DIR", help="at the end, write the winner's model files (its weights from the "
+                   "search, as nas-export --no-retrain) to this folder; a front search: one folder per budget")
+    add_data_args(parser, subset=False)
+    return run_cli("nas-search", search_main, parser, argv)

@@ -1,0 +1,35 @@
+"""Preparing images on the device: normalization and batched random augmentation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from nas.engine.data import MEAN, STD
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) or float in [0, 1] (N, 1, 28, 28) -> normalized float (N, 1, 28, 28)."""
+    if images.dtype == torch.uint8:
+        images = images.unsqueeze(1).float().div_(255)
+    return (images - MEAN) / STD
+
+
+def random_affine(images: torch.Tensor, degrees: float, translate: float, generator: torch.Generator,
+                  scale: float = 0.0) -> torch.Tensor:
+    """Rotate each image by its own random angle in [-degrees, degrees], zoom it by a factor in
+    [1 - scale, 1 + scale] and shift it by up to ``translate`` of its side, in one batched op. Input and
+    output: float (N, 1, H, W) in [0, 1], background 0 (the zero padding of ``grid_sample`` is black, as
+    in torchvision's default fill)."""
+    n, device = images.shape[0], images.device
+    angle = (torch.rand(n, device=device, generator=generator) * 2 - 1) * math.radians(degrees)
+    shift = (torch.rand(n, 2, device=device, generator=generator) * 2 - 1) * (2 * translate)  # grid spans [-1, 1]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    if scale:  # drawn only when asked, so recipes without it see the same random stream as before
+        zoom = 1 + (torch.rand(n, device=device, generator=generator) * 2 - 1) * scale
+        cos, sin = cos / zoom, sin / zoom  # the sampling grid shrinks as the image grows
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,231 @@
+"""Export: a trained network as a folder of files that run without this package.
+
+The folder holds ``model.pt`` (weights and spec: ``torch.load(..., weights_only=True)`` and
+:func:`load_model`), ``model.pt2`` (a ``torch.export`` program: ``torch.export.load(p).module()``),
+``model.onnx`` (for onnxruntime), ``spec.json`` (architecture and recipe) and ``metrics.json``
+(figures, settings, versions). The two programs take a dynamic batch. Before anything is written,
+every format is run on real test images and compared with the PyTorch module; a set that disagrees
+is not written. The folder is built beside its destination and moved into place whole, so a
+failed export leaves nothing half-written and never damages an existing folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.engine.augment import normalize
+from nas.engine.data import MEAN, STD
+from nas.errors import SettingError
+from nas.arch import Candidate
+from nas.arch.builder import build_model
+from nas.arch.layers import Net
+from nas.system import pid_alive, umask
+
+INPUT = {"image": "28x28 grayscale, uint8 (0 = black background, 255 = white ink), as in MNIST",
+         "tensor": "float32, shape (N, 1, 28, 28), NCHW; N is free (dynamic batch)",
+         "preprocess": f"x = (image / 255 - {MEAN}) / {STD}", "mean": MEAN, "std": STD}
+OUTPUT = {"tensor": "float32, shape (N, 10)",
+          "meaning": "log-probabilities (log_softmax) of the digits 0-9; argmax is the predicted digit"}
+TOLERANCE = 1e-4  # max abs difference of the log-probabilities against the PyTorch module
+FILES = ("model.pt", "model.pt2", "model.onnx", "spec.json", "metrics.json")
+PARITY_IMAGES = 1000  # test images every exported format is checked on against PyTorch
+
+
+class ExportError(ValueError):
+    """The export cannot be made; nothing was written."""
+
+
+@dataclass
+class Parity:
+    format: str
+    images: int
+    max_abs_diff: float
+    same_class: int  # images whose predicted class agrees with the PyTorch module
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff < TOLERANCE and self.same_class == self.images
+
+    def line(self) -> str:
+        verdict = "ok" if self.ok else "DISAGREES"
+        return (f"{self.format:<10} {self.images:,} test images: max |log-prob difference| {self.max_abs_diff:.2e} "
+                f"(< {TOLERANCE:g} needed), same class on {self.same_class:,}/{self.images:,}: {verdict}")
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    parity: list[Parity] = field(default_factory=list)
+
+
+def recover_interrupted(out: Path) -> None:
+    """Undo what an export to ``out`` that was killed (SIGKILL, power loss) left beside it: its staging
+    folder is removed, and a previous export it had moved aside is put back if ``out`` is missing.
+    Only folders of processes no longer alive are touched; each name carries its process id."""
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        found = re.fullmatch(r"(?:(\d+)\.[a-z0-9_]+|old-(\d+))", path.name[len(out.name) + 2:])
+        if not found or not path.is_dir() or pid_alive(int(found[1] or found[2])):
+            continue
+        if found[2] and not out.exists():
+            os.replace(path, out)  # the export it was replacing: back in place
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+MARK = ".nas-export"  # the file that says a folder is an export of this tool: --force replaces only those
+FILE_SUFFIXES = (".json", ".pt", ".pt2", ".onnx", ".html", ".csv", ".db", ".yaml", ".txt")
+
+
+def is_export(folder: Path) -> bool:
+    """A folder this tool exported: it carries the mark, or (exports before the mark) holds only its files."""
+    entries = {p.name for p in folder.iterdir()}
+    return MARK in entries or ("metrics.json" in entries and entries <= set(FILES))
+
+
+def check_destination(out: Path, force: bool, name: str = "out") -> None:
+    """Refuse what would damage or cannot hold the export, before any work is done (after putting back
+    what an interrupted export left, see ``recover_interrupted``). ``force`` replaces an earlier export
+    only, never another folder."""
+    from nas.outputs import check_writable_folder
+
+    if out.suffix.lower() in FILE_SUFFIXES and not out.is_dir():
+        raise SettingError(name, f"{out} looks like a file name, but the export is a folder of five files; "
+                           "give a folder name (e.g. best)")
+    recover_interrupted(out)
+    check_writable_folder(name, out.parent)
+    if out.exists() and not out.is_dir():
+        raise SettingError(name, f"{out} is a file; the export is a folder: pick another `{name}`")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise SettingError(name, f"{out} already exists and is not empty; pass `force` to replace it, "
+                               f"or pick another `{name}`")
+        if not is_export(out):
+            raise SettingError(name, f"{out} is not a folder nas-export wrote (it has no {MARK}); `force` replaces "
+                               f"only an earlier export, so pick another `{name}`")
+
+
+def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out: Path, check_images: torch.Tensor,
+                  force: bool = False) -> ExportResult:
+    """Write the five files into ``out`` after checking every format on ``check_images`` (uint8,
+    N x 28 x 28, real test images)."""
+    out = Path(out)
+    check_destination(out, force)
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    x = normalize(check_images.cpu()).contiguous()
+    with torch.inference_mode():
+        reference = model(x)
+    out.parent.mkdir(parents=True, exist_ok=True)  # staging beside it: the last move is a rename, not a copy
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}."))
+    try:
+        os.chmod(staging, 0o777 & ~umask())
+        parity = [_write_pt2(model, x, reference, staging / "model.pt2"),
+                  _write_onnx(model, x, reference, staging / "model.onnx")]
+        bad = [p for p in parity if not p.ok]
+        if bad:
+            raise ExportError(f"{bad[0].format} disagrees with the PyTorch model ({bad[0].line()}); nothing written")
+        metrics = {**metrics, "input": INPUT, "output": OUTPUT,
+                   "parity": {p.format: {"images": p.images, "max_abs_diff": p.max_abs_diff,
+                                         "same_class": p.same_class} for p in parity}}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        torch.save({"spec": candidate.to_dict(), "state_dict": state, "input": INPUT, "output": OUTPUT,
+                    "metrics": metrics}, staging / "model.pt")
+        (staging / "spec.json").write_text(candidate.to_json(pretty=True))
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (staging / MARK).write_text(json.dumps({"written_by": "nas-export", "files": list(FILES)}) + "\n")
+        for name in (*FILES, MARK):
+            os.chmod(staging / name, 0o666 & ~umask())
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(out, parity)
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging``: the old folder is moved aside first and removed only after."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _compare(name: str, got: torch.Tensor, reference: torch.Tensor) -> Parity:
+    got = torch.as_tensor(got, dtype=torch.float32)
+    return Parity(name, len(reference), float((got - reference).abs().max()),
+                  int((got.argmax(1) == reference.argmax(1)).sum()))
+
+
+def _dynamic_batch() -> dict[str, Any]:
+    return {"x": {0: torch.export.Dim("batch", min=1, max=1 << 20)}}
+
+
+def _write_pt2(model: Net, x: torch.Tensor, reference: torch.Tensor, path: Path) -> Parity:
+    program = torch.export.export(model, (x[:2].clone(),), dynamic_shapes=_dynamic_batch())  # clone: not the whole batch
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
+    with torch.inference_mode():
+        return _compare("model.pt2", loaded(x), reference)
+
+
+def _write_onnx(model: Net, x: torch.Tensor, reference: torch.Tensor, path: Path) -> Parity:
+    import onnx
+    import onnxruntime
+
+    with warnings.catch_warnings(), open(os.devnull, "w") as quiet:
+        warnings.simplefilter("ignore")
+        import contextlib
+
+        with contextlib.redirect_stdout(quiet):  # the exporter reports its steps on stdout
+            torch.onnx.export(model, (x[:2].clone(),), str(path), dynamo=True, dynamic_shapes=_dynamic_batch(),
+                              input_names=["image"], output_names=["log_probs"], external_data=False)
+    onnx.checker.check_model(onnx.load(str(path)))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return _compare("model.onnx", session.run(None, {"image": x.numpy()})[0], reference)
+
+
+def load_model(path: str | Path) -> tuple[Net, dict[str, Any]]:
+    """Rebuild an exported model (eval mode) from ``model.pt``; returns it and the file's other entries."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    candidate = Candidate.from_dict(payload["spec"])
+    model = build_model(candidate.arch)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def stored_model(study: Any, trial: Any, artifacts: Path, data: Any) -> tuple[Net, dict[str, Any]]:
+    """A trial's own weights from the search's artifact store (a duplicate's are its original's), as a
+    model, with what the export's metrics say of them (test accuracy scored on ``data``'s test set)."""
+    from nas.engine.trainer import accuracy
+    from nas.results.query import find_trial
+    from nas.search.artifacts import load_weights
+    from nas.search.record import TrialRecord, candidate_of
+
+    r = TrialRecord.of(trial)
+    trained = find_trial(study, r.duplicate_of) if r.outcome == "duplicate" else trial
+    model = build_model(candidate_of(trial).arch)
+    model.load_state_dict(load_weights(trained, study._storage, artifacts))
+    test_acc = accuracy(model.eval(), data.test_images, data.test_labels)
+    return model, {"weights": "the trial's own weights from the search (trained without the validation images)",
+                   "retrained": False, "seed": r.seed, "epochs": r.epochs, "test_acc": test_acc}

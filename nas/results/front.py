@@ -1,0 +1,88 @@
+"""The trade-off a search found: the best network under each budget, as rows and as a figure beside the
+reference networks and the best public results (``public_results.csv``, figures with their sources).
+
+A budget's winner is chosen on validation accuracy at full fidelity; its test accuracy is the
+3-seed mean of a retraining on all 60,000 images where one was run (``nas-train --trial best
+--budget N --seeds 0,1,2``), the search run's own test accuracy (one run, reported only) otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+
+from nas.results.query import usable_trials, winners_by_budget
+from nas.search.record import TrialRecord
+
+PUBLIC_RESULTS = Path(__file__).parent / "public_results.csv"
+FRONT_COLUMNS = ("budget", "trial", "params", "flops", "val_acc", "test_acc", "retrain_mean", "retrain_std", "seeds",
+                 "epochs")
+
+
+def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per budget: its winner's size, validation accuracy and (where retrained) test accuracy."""
+    rows = []
+    for budget, trial in winners_by_budget(study):
+        row: dict[str, Any] = dict.fromkeys(FRONT_COLUMNS)
+        row["budget"] = budget
+        if trial is not None:
+            r = TrialRecord.of(trial)
+            row.update(trial=trial.number, params=r.params, flops=r.flops, val_acc=r.val_acc, test_acc=r.test_acc,
+                       retrain_mean=r.retrain_mean, retrain_std=r.retrain_std, epochs=r.retrain_epochs or r.epochs,
+                       seeds=",".join(map(str, r.retrain_seeds)) if r.retrain_seeds else None)
+        rows.append(row)
+    return rows
+
+
+def write_front_csv(study: optuna.Study, path: Path) -> int:
+    """The front as CSV (one row per budget); returns the number of rows."""
+    from nas.system import atomic_write
+
+    rows = front_rows(study)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FRONT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+    return len(rows)
+
+
+def public_results() -> list[dict[str, Any]]:
+    """The reference networks' stated results and the best public ones, as committed with their sources."""
+    with open(PUBLIC_RESULTS, newline="") as f:
+        return [{**row, "params": int(row["params"]), "test_acc": float(row["test_acc"]) / 100}
+                for row in csv.DictReader(f)]
+
+
+def front_figure(study: optuna.Study) -> go.Figure:
+    """Accuracy against parameters (log axis): every full-fidelity trial, each budget's winner, and the
+    references and public results as labelled points."""
+    fig = go.Figure()
+    trials = [TrialRecord.of(t) for t in usable_trials(study)]
+    fig.add_trace(go.Scatter(x=[r.params for r in trials], y=[r.val_acc for r in trials], mode="markers",
+                             name="full-fidelity trials (validation)", marker={"size": 6, "opacity": 0.4}))
+    rows = [row for row in front_rows(study) if row["trial"] is not None]
+    accuracy = [row["retrain_mean"] if row["retrain_mean"] is not None else row["val_acc"] for row in rows]
+    fig.add_trace(go.Scatter(
+        x=[row["params"] for row in rows], y=accuracy, mode="lines+markers+text", name="winner per budget",
+        text=[f"< {row['budget']:,}" for row in rows], textposition="bottom right", line={"shape": "hv"},
+        marker={"size": 12, "symbol": "star"},
+        hovertext=[f"trial {row['trial']}: {'test, mean of seeds ' + row['seeds'] if row['seeds'] else 'validation'}"
+                   for row in rows]))
+    for kind, symbol in (("reference", "diamond"), ("public", "circle-open")):
+        points = [p for p in public_results() if p["kind"] == kind]
+        fig.add_trace(go.Scatter(x=[p["params"] for p in points], y=[p["test_acc"] for p in points],
+                                 mode="markers+text", name=f"{kind} results (test, as published)",
+                                 text=[p["name"] for p in points], textposition="top center",
+                                 hovertext=[f"{p['name']}: {p['how']} ({p['source']})" for p in points],
+                                 marker={"size": 10, "symbol": symbol}))
+    return fig.update_layout(title="The trade-off: accuracy against parameters (winners: 3-seed test mean where "
+                             "retrained, else validation)", xaxis_title="parameters", xaxis_type="log",
+                             yaxis_title="accuracy", yaxis_tickformat=".2%", yaxis_range=[0.985, 0.998])

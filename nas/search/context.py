@@ -1,0 +1,47 @@
+"""What every worker process of a search opens once: settings, space, storage, one study per rung,
+and the data on the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import optuna
+import torch
+
+from nas.engine.data import Splits, stratified_first
+from nas.search.rungs import Rung
+from nas.search.settings import SearchConfig, StudySettings
+from nas.space.space import SearchSpace
+
+
+@dataclass
+class Search:
+    """What every worker process opens once: settings, space, storage, one study per rung, data."""
+
+    config: SearchConfig
+    name: str
+    settings: StudySettings
+    space: SearchSpace
+    storage: optuna.storages.BaseStorage
+    rungs: list[Rung]
+    studies: list[optuna.Study]
+    data: Splits  # the full-fidelity training images, validation and test, on the device
+    device: str
+    run_id: str
+    _rung_data: dict[int, Splits] = field(default_factory=dict)
+
+    @property
+    def final(self) -> Rung:
+        return self.rungs[-1]
+
+    def data_for(self, rung: Rung) -> Splits:
+        """The rung's training images: the first ``rung.images`` of the full set (each class in
+        proportion, as ``make_splits`` takes a subset), same validation and test images."""
+        if rung.images >= len(self.data.train_labels):
+            return self.data
+        if rung.index not in self._rung_data:
+            keep = stratified_first(torch.arange(len(self.data.train_labels)), self.data.train_labels.cpu(), rung.images)
+            keep = keep.to(self.data.train_images.device)
+            self._rung_data[rung.index] = replace(self.data, train_images=self.data.train_images[keep],
+                                                  train_labels=self.data.train_labels[keep])
+        return self._rung_data[rung.index]

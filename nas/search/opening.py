@@ -1,0 +1,165 @@
+"""Opening a search: its identity read without writing anything, its studies made (or finished), and
+what each worker process opens once.
+
+A search is one Optuna study per rung: the *main* study, named after the search, holds the
+full-fidelity rung, the search's settings and its space; screening rungs are ``<name>.rung0``, ...
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from nas.engine.data import Splits, load_mnist, make_splits
+from nas.engine.device import resolve_device
+from nas.errors import SettingError
+from nas.search.context import Search
+from nas.search.plan import Rates
+from nas.search.record import TrialRecord
+from nas.search.samplers import make_pruner, make_sampler
+from nas.search.settings import OBJECTIVES, SearchConfig, StudySettings
+from nas.search.storage import database_state, make_storage, redact, storage_lock
+from nas.search.study import RUNG_ATTR, SETTINGS_ATTR, SPACE_ATTR, ensure_study, enqueue, find_study
+from nas.space.audit import audit
+from nas.space.space import SearchSpace, space_file
+
+OBJECTIVE_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "flops": "FLOPs"}
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A search's identity, read before anything is written."""
+
+    name: str
+    settings: StudySettings
+    space: SearchSpace
+    space_text: str
+    exists: bool  # the main study is there with its settings
+
+
+def read_search(config: SearchConfig) -> Opened:
+    """Work out the study name, settings and space of this run without writing anything: from the
+    study if it exists (checking what was asked explicitly), else from the config's and defaults."""
+    space = SearchSpace.from_file(space_file(config.space)) if config.space else None
+    name = config.study or (space.name if space else SearchSpace.from_file(space_file()).name)
+    stored = None
+    if database_state(config.storage) == "optuna":
+        storage = make_storage(config.storage, mode="read")
+        main = find_study(storage, name)
+        if main is not None:
+            stored = main.user_attrs.get(SETTINGS_ATTR)
+            if stored is None and main.get_trials(deepcopy=False):
+                raise SettingError("study", f"study {name!r} in {redact(config.storage)} was not made by nas-search; "
+                                   "pick another study name")
+    if stored is not None:
+        settings = StudySettings.from_dict(stored)
+        for key, value in config.settings.items():
+            have = getattr(settings, key)
+            if (tuple(value) if isinstance(value, list) else value) != have:
+                raise SettingError(key, f"study {name!r} was created with {key} {_show(have)}, this run asks for "
+                                   f"{_show(value)}; leave it out to resume the study with its own settings, or "
+                                   "pick a new study name")
+        text = storage.get_study_system_attrs(main._study_id).get(SPACE_ATTR)
+        stored_space = SearchSpace.from_text(text, name=settings.space) if text else None
+        if space is not None and space.digest != settings.space_digest:
+            raise SettingError("space", f"study {name!r} was created with space {settings.space} (digest "
+                               f"{settings.space_digest}), this run asks for {space.name} (digest {space.digest}); "
+                               "leave it out to resume with the study's own space, or pick a new study name")
+        if stored_space is None:
+            raise SettingError("study", f"study {name!r} holds no search space; pick another study name")
+        return Opened(name, settings, stored_space, text, True)
+    space = space or SearchSpace.from_file(space_file())
+    settings = config.new_settings(space=space.name, space_digest=space.digest)
+    fits = audit(space, 300, seed=0, budget=settings.budget)
+    if fits["accepted"] == 0:
+        raise SettingError("budget", f"none of 300 random candidates of space {space.name} has fewer than "
+                           f"{settings.budget:,} parameters (smallest: {fits['smallest']:,}); raise the budget")
+    return Opened(name, settings, space, space.text, False)
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.storages.BaseStorage) -> bool:
+    """Make the search's studies, settings and queued references, completing whatever a killed
+    run left half-made; nothing twice (under the storage lock). Returns whether it was new."""
+    directions = [OBJECTIVES[o] for o in opened.settings.objectives]
+    rungs = opened.settings.make_rungs(opened.name)
+    with storage_lock(config.storage), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names
+        main = ensure_study(storage, opened.name, directions)
+        new = SETTINGS_ATTR not in main.user_attrs
+        if new:
+            storage.set_study_system_attr(main._study_id, SPACE_ATTR, opened.space_text)
+            main.set_metric_names([OBJECTIVE_NAMES[o] for o in opened.settings.objectives])
+            main.set_user_attr(SETTINGS_ATTR, opened.settings.to_dict())  # last: the study is made
+        # A front search ranks every rung on accuracy and size, so the dashboard draws each rung's front.
+        objectives = opened.settings.objectives if opened.settings.budgets else ("accuracy",)
+        for rung in rungs[:-1]:
+            study = ensure_study(storage, rung.study_name, [OBJECTIVES[o] for o in objectives])
+            if RUNG_ATTR not in study.user_attrs:
+                study.set_metric_names([f"validation accuracy at {rung.label}", *(OBJECTIVE_NAMES[o] for o in
+                                                                                   objectives[1:])])
+                study.set_user_attr(RUNG_ATTR, {"search": opened.name, "rung": rung.index, "fidelity": rung.label,
+                                             "keeps": rung.keep or "open"})
+        if opened.settings.references:
+            first = find_study(storage, rungs[0].study_name)
+            queued = {TrialRecord.of(t).name for t in first.get_trials(deepcopy=False)}
+            for ref_name in opened.space.references:
+                if ref_name not in queued:
+                    enqueue(first, opened.space.reference_params(ref_name), TrialRecord(name=ref_name))
+    return new
+
+
+def load_data(config: SearchConfig, settings: StudySettings) -> Splits:
+    """The search's data split (seeded, the same for every run and machine), on the run's device."""
+    data = make_splits(load_mnist(config.data_dir, verify=config.verify_data), settings.holdout, settings.subset, seed=0)
+    return data.to(resolve_device(config.device))
+
+
+def attach(config: SearchConfig, opened: Opened, run_id: str, worker: int, trials_before: int,
+           storage: optuna.storages.BaseStorage | None = None, data: Splits | None = None) -> Search:
+    """Open everything a worker needs, once per process."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    device = resolve_device(config.device)
+    storage = storage or make_storage(config.storage)
+    rungs = opened.settings.make_rungs(opened.name)
+    pruner = config.pruner_for(opened.settings)
+    studies = []
+    for rung in rungs:
+        sampler = make_sampler(config, worker, trials_before) if rung.index == 0 else \
+            optuna.samplers.RandomSampler(seed=config.seed + worker)  # higher rungs only run queued trials
+        studies.append(optuna.load_study(study_name=rung.study_name, storage=storage, sampler=sampler,
+                                         pruner=make_pruner(pruner, rung.epochs) if rung.final else None))
+    data = data if data is not None else load_data(config, opened.settings)
+    return Search(config, opened.name, opened.settings, opened.space, storage, rungs, studies, data, str(device),
+                  run_id)
+
+
+def screened_trials(config: SearchConfig, opened: Opened) -> list[FrozenTrial]:
+    """The screening rung's trials of an existing search (read only), none for a new one."""
+    if not opened.exists:
+        return []
+    first = find_study(make_storage(config.storage, mode="read"), opened.settings.make_rungs(opened.name)[0].study_name)
+    return first.get_trials(deepcopy=False) if first is not None else []
+
+
+def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str) -> Rates | None:
+    """Seconds a typical candidate takes: measured in the study when it has screened some, else
+    from a few timed steps of the references."""
+    measured = [Rates.of(TrialRecord.of(t)) for t in screened]
+    measured = [r for r in measured if r is not None]
+    if measured:
+        return Rates(sum(r.train_us for r in measured) / len(measured), sum(r.eval_us for r in measured) / len(measured))
+    from nas.engine.trainer import time_steps
+
+    names = list(space.references)[:3]
+    if not names:
+        return None
+    rates = [time_steps(space.reference(n), data, device) for n in names]
+    return Rates(sum(r[0] for r in rates) / len(rates), sum(r[1] for r in rates) / len(rates))

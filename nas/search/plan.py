@@ -1,0 +1,148 @@
+"""The time plan: what each candidate costs at each rung, from measured speeds, and how a run's
+time is shared between screening and the rungs after it.
+
+Each trained trial records its microseconds per training image-epoch and per evaluated image, so
+a candidate's cost at any fidelity is known once it has been screened, and the later rungs' time is
+reserved from the candidates that would be promoted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from nas.errors import SettingError
+from nas.search.record import TrialRecord
+from nas.search.rungs import Rung
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A candidate's measured speed: microseconds per training image-epoch and per evaluated image."""
+
+    train_us: float
+    eval_us: float
+
+    def seconds(self, rung: Rung, val_images: int) -> float:
+        return (self.train_us * rung.images * rung.epochs + self.eval_us * val_images * rung.evaluations) / 1e6
+
+    def scaled(self, factor: float) -> Rates:
+        return Rates(self.train_us * factor, self.eval_us * factor)
+
+    @classmethod
+    def of(cls, record: TrialRecord) -> Rates | None:
+        if record.train_us is None or record.eval_us is None:
+            return None
+        return cls(record.train_us, record.eval_us)
+
+
+def rung_seconds(rung: Rung, rates: list[Rates], val_images: int, jobs: int) -> float:
+    """Wall time of training these candidates at ``rung`` with ``jobs`` workers in parallel."""
+    if not rates:
+        return 0.0
+    loads = [0.0] * min(jobs, len(rates))
+    for seconds in sorted((r.seconds(rung, val_images) for r in rates), reverse=True):
+        loads[loads.index(min(loads))] += seconds  # the next free worker takes it
+    return max(loads)
+
+
+def mean_rates(rates: list[Rates]) -> Rates:
+    return Rates(sum(r.train_us for r in rates) / len(rates), sum(r.eval_us for r in rates) / len(rates))
+
+
+def reserve_seconds(rungs: list[Rung], ranked: list[list[Rates]], val_images: int, jobs: int,
+                    final: list[list[Rates]] | None = None) -> float:
+    """Time the rungs after rung 0 will take, if the best-ranked screened candidates of each budget's
+    band (one band without budgets) go up. ``final``: their rates at the final rung's precision,
+    where it is not screening's (fp32 finalists after bf16 screening); else the screening rates
+    serve every rung."""
+    everyone = [r for band in ranked for r in band]
+    total = 0.0
+    for rung in rungs[1:]:
+        chosen = []
+        for band in (final if rung.final and final else ranked):
+            picked = band[: rung.keep]
+            if len(picked) < (rung.keep or 0) and everyone:  # not screened enough yet: assume average ones
+                picked = picked + [mean_rates(band or everyone)] * (rung.keep - len(picked))
+            chosen += picked
+        total += rung_seconds(rung, chosen, val_images, jobs)
+    return total
+
+
+def later_seconds(rungs: list[Rung], estimate: Rates, val_images: int, jobs: int) -> float:
+    """Time the rungs after screening take for average candidates: what a timeout must leave them."""
+    return sum(rung_seconds(r, [estimate] * r.per_round, val_images, jobs) for r in rungs[1:])
+
+
+def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int, timeout: float | None,
+              screening_share: float = 0.5) -> list[Rung]:
+    """The rungs with their sizes cut, if need be, so the later rungs of an average candidate take
+    at most ``1 - screening_share`` of the time: a short run keeps fewer finalists rather than
+    screening nothing. Sizes shrink by whole finalists (the ratio between rungs stays). A timeout
+    too short for even one finalist is refused: the run could not end on time."""
+    if timeout is None or estimate is None or len(rungs) == 1:
+        return rungs
+    finalists = rungs[-1].keep or 1
+    ratio = [(r.keep or 0) / finalists for r in rungs]
+    for f in range(finalists, 0, -1):
+        trial = [replace(r, keep=None if r.index == 0 else max(1, round(ratio[r.index] * f))) for r in rungs]
+        need = later_seconds(trial, estimate, val_images, jobs)
+        if need <= (1 - screening_share) * timeout:
+            return trial
+    if need >= timeout:
+        raise TimeTooShort(timeout, need)
+    return trial  # one finalist, less screening
+
+
+class TimeTooShort(SettingError):
+    """The time asked cannot hold one full-fidelity candidate; ``needed``: what would (seconds, half of
+    it screening), measured on this machine as it is now."""
+
+    def __init__(self, timeout: float, need: float) -> None:
+        self.timeout, self.need = timeout, need
+        self.needed = math.ceil(need * 1.5 / 60) * 60
+        super().__init__("timeout", f"{timeout:,.0f} s cannot hold even one full-fidelity candidate: promoting and "
+                         f"training it takes about {need:,.0f} s on this machine (measured); ask for at least "
+                         f"{self.needed:,} s, or lower `epochs` or `subset`")
+
+    def fitting_share(self) -> float:
+        """How much cheaper the full fidelity must be for the time asked to hold it (epochs x images)."""
+        return min(1.0, 0.5 * self.timeout / self.need)
+
+
+def plan_lines(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int, trials: int | None,
+               timeout: float | None) -> list[str]:
+    """The plan shown at the start of a run: rungs, candidates per rung, estimated time."""
+    lines = []
+    reserve = 0.0
+    for rung in rungs[1:]:
+        seconds = rung_seconds(rung, [estimate] * rung.per_round, val_images, jobs) if estimate else math.nan
+        reserve += seconds
+        lines.append((rung, rung.per_round, seconds))
+    first = rungs[0]
+    each0 = estimate.seconds(first, val_images) if estimate else math.nan
+    if trials is not None:
+        n0 = trials
+        if timeout is not None and estimate:
+            n0 = min(trials, max(0, int((timeout - reserve) / each0 * jobs)))
+    elif timeout is not None and estimate:
+        n0 = max(0, int((timeout - reserve) / each0 * jobs))
+    else:
+        n0 = None
+    seconds0 = (n0 or 0) * each0 / jobs
+    out = []
+    for rung, n, seconds in [(first, n0, seconds0), *lines]:
+        what = "the best" if rung.index else ("about" if trials is None else "up to")
+        each = f", ~{estimate.seconds(rung, val_images):,.0f} s each" if estimate else ""
+        total = f", ~{seconds / 60:,.1f} min" if estimate and not math.isnan(seconds) else ""
+        role = "full fidelity" if rung.final else ("screening" if rung.index == 0 else "promotion")
+        count = f"{what} {n}" if n is not None else "as many as time allows"
+        noun = "candidate" if n == 1 else "candidates"
+        if rung.index and rung.buckets:
+            noun += f" ({rung.keep} per budget: {', '.join(f'< {b:,}' for b in rung.buckets)})"
+        out.append(f"  rung {rung.index} ({role}, {rung.label}, study {rung.study_name!r}): {count} {noun}"
+                   f"{each}{total}")
+    if estimate:
+        out.append(f"  estimated total: ~{(seconds0 + reserve) / 60:,.1f} min with {jobs} worker(s)"
+                   + (f" (asked: {timeout / 60:,.1f} min)" if timeout else ""))
+    return out

@@ -1,0 +1,175 @@
+"""A search run: open (or create, or finish creating) the search's studies, start the workers, watch
+them, and sum up. The pieces live in their own modules of :mod:`nas.search`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from nas.engine.data import Splits, data_files
+from nas.engine.device import resolve_device, resolve_precision
+from nas.search.artifacts import check_run_paths
+from nas.search.context import Search
+from nas.search.opening import (Opened, attach, create_or_finish, estimate_rates, load_data, read_search,
+                                screened_trials)
+from nas.search.plan import Rates, fit_rungs
+from nas.search.processes import run_processes
+from nas.search.progress import QuietReporter, Reporter
+from nas.search.record import TrialRecord
+from nas.search.rungs import Rung
+from nas.search.settings import SearchConfig
+from nas.search.signals import Interrupted, handled_signal, install_signal_handlers
+from nas.search.storage import make_storage, redact, storage_errors, storage_lock
+from nas.search.study import find_study, retry_stale_trials
+from nas.search.worker import Worker, worker_threads
+
+
+# ---------------------------------------------------------------- a whole run
+
+
+@dataclass
+class SearchSummary:
+    study_name: str
+    storage: str  # redacted
+    new_study: bool
+    run_id: str
+    stopped: str  # done, trials, timeout, stalled, or the signal that interrupted the run
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)  # this run's trials by outcome, all rungs
+    rung_counts: list[dict[str, int]] = field(default_factory=list)
+    running_elsewhere: int = 0  # RUNNING trials of other runs (other machines, or dead workers)
+    multi_objective: bool = False
+    signal: int | None = None  # SIGINT / SIGTERM that interrupted the run
+    study: optuna.Study | None = field(default=None, repr=False)  # the main study, to read the results
+
+
+COUNTED = ("trained", "complete", "pruned", "diverged", "rejected", "duplicate", "failed", "interrupted")
+
+
+def count_run(search: Search, run_id: str) -> tuple[dict[str, int], list[dict[str, int]], int]:
+    total = dict.fromkeys(COUNTED, 0)
+    per_rung = []
+    elsewhere = 0
+    for study in search.studies:
+        counts = dict.fromkeys(COUNTED, 0)
+        for t in study.get_trials(deepcopy=False):
+            r = TrialRecord.of(t)
+            if t.state == TrialState.RUNNING and r.run != run_id:
+                elsewhere += 1
+            if r.run != run_id or not t.state.is_finished():
+                continue
+            counts["trained"] += r.trained
+            if r.outcome in counts:
+                counts[r.outcome] += 1
+        per_rung.append(counts)
+        for k, v in counts.items():
+            total[k] += v
+    return total, per_rung, elsewhere
+
+
+def run_search(config: SearchConfig, reporter: Reporter | None = None,
+               on_start: Any = None, command: str = "") -> SearchSummary:
+    """Create, finish creating or resume the search and work on it until its plan is done.
+
+    Everything that can be refused (settings, device, data, paths, a time too short for one
+    finalist) is refused before anything is written. ``on_start(search, new, plan_estimate)`` is
+    called once the studies are open; ``reporter`` hears of trials and epochs (with several jobs, the
+    main process reads them from the storage). Each run is recorded in the main study (``nas:runs``:
+    its command, start, wall time, why it stopped), so a result can always say how it was found.
+    """
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with storage_errors(config.storage):
+        opened, data, rungs, estimate = prepare(config)
+        storage = make_storage(config.storage)
+        new = create_or_finish(config, opened, storage)
+        if not new and not opened.exists:  # another run made the study meanwhile: its settings rule
+            opened, data, rungs, estimate = prepare(config)
+        run_id = uuid.uuid4().hex[:12]
+        trials_before = len(find_study(storage, rungs[0].study_name).get_trials(deepcopy=False))
+        search = attach(config, opened, run_id, 0, trials_before, storage, data)
+        search.rungs = rungs
+        if config.jobs > 1:  # the workers train; the main process only watches: no copy of the data on a GPU
+            search.data = search.data.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        for study in search.studies:  # a run that starts later also finds what dead workers left
+            retry_stale_trials(study, config.storage)
+        if on_start is not None:
+            on_start(search, new, estimate)
+        return work(config, opened, search, trials_before, reporter or QuietReporter(), new, command)
+
+
+def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Rates | None]:
+    """Read the search, check what the run needs and plan its rungs, writing nothing."""
+    opened = read_search(config)
+    device = resolve_device(config.device)  # a wrong device fails before anything is written
+    resolve_precision(config.precision, "cpu")
+    data = load_data(config, opened.settings)  # and so do bad data files
+    inputs = {"search space": Path(opened.space.path) if opened.space.path else None, **data_files(config.data_dir)}
+    check_run_paths(config.storage, config.artifacts, inputs)  # and outputs that cannot be written
+    if device.type == "cpu":
+        torch.set_num_threads(worker_threads(config.jobs, config.threads))
+    estimate = estimate_rates(screened_trials(config, opened), opened.space, data, str(device))
+    rungs = fit_rungs(opened.settings.make_rungs(opened.name), estimate, len(data.val_labels), config.jobs,
+                      config.timeout)  # and a time too short for one finalist
+    return opened, data, rungs, estimate
+
+
+def work(config: SearchConfig, opened: Opened, search: Search, trials_before: int, reporter: Reporter, new: bool,
+         command: str) -> SearchSummary:
+    """Run the workers until the plan is done or a signal comes; record the run; sum it up."""
+    start = time.time()
+    deadline = start + config.timeout if config.timeout else None
+    stopped, signum = "done", None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    if main_thread:
+        install_signal_handlers()
+    try:
+        if config.jobs == 1:
+            stopped = Worker(search, 0, reporter, config.precision).run(deadline, config.stop_on_trials)
+        else:
+            stopped = run_processes(config, opened, search, trials_before, deadline, reporter)
+    except (KeyboardInterrupt, Interrupted) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        stopped = signal.Signals(signum).name
+        handled_signal()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
+    counts, per_rung, elsewhere = count_run(search, search.run_id)
+    record_run(search, {"run": search.run_id, "command": command, "started": start,
+                        "seconds": round(time.time() - start, 1), "stopped": stopped, "timeout": config.timeout,
+                        "trials": config.trials, "jobs": config.jobs,
+                        "threads": worker_threads(config.jobs, config.threads) * config.jobs, "seed": config.seed,
+                        "device": search.device, "trained": counts["trained"]})
+    return SearchSummary(opened.name, redact(config.storage), new, search.run_id, stopped, time.time() - start, counts,
+                         per_rung, elsewhere, opened.settings.multi_objective, signum, search.studies[-1])
+
+
+RUNS_ATTR = "nas:runs"
+
+
+def record_run(search: Search, run: dict[str, Any]) -> None:
+    main = search.studies[-1]
+    with storage_lock(search.config.storage):
+        runs = search.storage.get_study_system_attrs(main._study_id).get(RUNS_ATTR, [])
+        search.storage.set_study_system_attr(main._study_id, RUNS_ATTR, [*runs, run])
+
+
+def runs_of(study: optuna.Study) -> list[dict[str, Any]]:
+    """The runs recorded in a search's main study, oldest first."""
+    return study._storage.get_study_system_attrs(study._study_id).get(RUNS_ATTR, [])
+
+

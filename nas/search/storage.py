@@ -1,0 +1,352 @@
+"""The storage: opening an Optuna storage URL, hiding its password, and the lock that orders writers.
+
+Everything that must happen once (creating studies, queueing, promoting, retrying) runs under
+:func:`storage_lock`: a file lock beside a SQLite file, an advisory lock on PostgreSQL, ``GET_LOCK``
+on MySQL, shared by every process and machine that uses the storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+
+from nas.errors import SettingError
+
+
+class StorageError(SettingError):
+    """The storage URL cannot be opened; the message never shows a password."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("storage", message)
+
+
+SECRET_KEY = re.compile(r"pass|pwd|secret|token|credential|api_?key", re.IGNORECASE)
+
+
+def _parsed(url: str) -> Any:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL sqlalchemy knows
+        return None
+
+
+def secrets_of(url: str) -> list[str]:
+    """Every secret a storage URL holds, in each form SQLAlchemy accepts it: the password of
+    ``user:password@``, and the value of any query key that names one (``?password=``,
+    ``sslpassword``, ``token``, ...)."""
+    parsed = _parsed(url)
+    if parsed is None:
+        return [m.group(2) for m in _SECRET_PAIR.finditer(url)]
+    found = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if SECRET_KEY.search(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return [str(v) for v in found if v]
+
+
+_SECRET_PAIR = re.compile(r"((?:[\w.-]*(?:pass|pwd|secret|token|credential|api_?key)[\w.-]*))=([^&\s'\"]+)", re.IGNORECASE)
+_USERINFO = re.compile(r"(://[^:/@\s]*):([^@\s]+)@")
+_URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
+
+
+def redact(url: str) -> str:
+    """The URL with every secret replaced by ***, for every message, header, record and file."""
+    parsed = _parsed(url)
+    if parsed is None:  # not a URL SQLAlchemy reads: hide what looks like a secret all the same
+        return _SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", _USERINFO.sub(r"\1:***@", url))
+    if parsed.password:
+        parsed = parsed.set(password="***")
+    secret_keys = [k for k in parsed.query if SECRET_KEY.search(k)]
+    if secret_keys:
+        parsed = parsed.update_query_dict({k: "***" for k in secret_keys})
+    if not (parsed.password or secret_keys):
+        return url
+    return parsed.render_as_string(hide_password=False).replace("%2A%2A%2A", "***")
+
+
+def redact_text(text: str, *urls: str) -> str:
+    """A text (a command line, a message) with its secrets hidden: every URL in it redacted, every
+    ``password=...``-like pair, and each secret of ``urls`` wherever else it appears (a driver's
+    message may quote one)."""
+    text = _URL.sub(lambda m: redact(m.group(0)), text)
+    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", text)
+    from urllib.parse import quote, quote_plus
+
+    for url in urls:
+        for secret in secrets_of(url):
+            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+                text = text.replace(form, "***")
+    return text
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL, resolved (two spellings of one file agree)."""
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database).expanduser().resolve()
+
+
+# ---------------------------------------------------------------- the lock
+
+
+class _SqliteLock:
+    def __init__(self, path: Path) -> None:
+        from filelock import FileLock
+
+        self._lock = FileLock(str(path) + ".lock")
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+class _ServerLock:
+    """A named lock held by the database server (PostgreSQL advisory lock, MySQL GET_LOCK); the
+    server releases it when the connection dies, so a killed holder never blocks the others."""
+
+    def __init__(self, url: str) -> None:
+        import sqlalchemy
+
+        self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        self._dialect = self._engine.dialect.name
+        self._key = int.from_bytes(hashlib.sha1(b"nas-mnist").digest()[:8], "big", signed=True)
+        self._connection = None
+        self._depth = 0
+
+    def acquire(self) -> None:
+        import sqlalchemy
+
+        if self._depth == 0:
+            self._connection = self._engine.connect()
+            if self._dialect == "postgresql":
+                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+            else:
+                self._connection.execute(sqlalchemy.text("SELECT GET_LOCK('nas-mnist', 600)"))
+        self._depth += 1
+
+    def release(self) -> None:
+        import sqlalchemy
+
+        self._depth -= 1
+        if self._depth == 0 and self._connection is not None:
+            if self._dialect == "postgresql":
+                self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            else:
+                self._connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK('nas-mnist')"))
+            self._connection.close()
+            self._connection = None
+
+
+_LOCKS: dict[str, Any] = {}
+_LOCKS_GUARD = threading.RLock()
+
+
+@contextlib.contextmanager
+def storage_lock(url: str) -> Iterator[None]:
+    """One lock per storage, shared by every process and machine that uses it (re-entrant within
+    a process). It orders: table creation, study creation, queueing, ``study.ask()`` (SQLite cannot
+    lock the waiting trial it pops: optuna issue 4002), promotions and retries."""
+    path = sqlite_path(url)
+    # One lock object per thread for a server (its connection holds the lock); filelock keeps
+    # per-thread state itself.
+    key = str(path) if path is not None else f"{url}#{threading.get_ident()}"
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = _SqliteLock(path) if path is not None else (
+                _ServerLock(url) if url.split(":")[0].split("+")[0] in ("postgresql", "mysql") else None)
+        if lock is None:
+            yield
+            return
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+OPTUNA_TABLES = {"studies", "trials", "version_info"}  # what makes a database an Optuna storage
+MODES = ("create", "write", "read")
+
+
+def _tables(url: str, path: Path | None) -> set[str]:
+    """The tables the database holds now, read without writing (SQLite: opened read-only)."""
+    import sqlalchemy
+
+    if path is not None:
+        import sqlite3
+
+        if not path.exists():
+            return set()
+        if not path.is_file():
+            raise StorageError(f"{path} is not a file; give the path of a SQLite database file")
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"{path} is not a SQLite database ({e}); nothing was written to it") from None
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def database_state(url: str) -> str:
+    """What the database at ``url`` holds now, read without writing: "optuna" (a storage of Optuna's),
+    "empty", or "missing" (no SQLite file yet). A database of another program's, a file that is not
+    a database, an in-memory one or a server that does not answer: one :class:`StorageError` line."""
+    path = sqlite_path(url)
+    if path is None and url.startswith("sqlite"):
+        raise StorageError(f"{redact(url)} keeps nothing once the run ends; give a database file, e.g. "
+                           "sqlite:///studies/mnist.db")
+    if path is not None and not path.exists():
+        return "missing"
+    try:
+        tables = _tables(url, path)
+    except StorageError:
+        raise
+    except ImportError as e:
+        raise StorageError(f"cannot open storage {redact(url)}: its database driver is missing ({e.name or e}); "
+                           "for PostgreSQL: pip install 'nas-mnist[postgres]'") from None
+    except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL or server
+        raise StorageError(f"cannot open storage {redact(url)}: {_first_line(e, url)}") from None
+    if OPTUNA_TABLES <= tables:
+        return "optuna"
+    if tables and path is not None:  # a server database may hold other tables beside Optuna's; a file is one program's
+        raise StorageError(f"{path} holds other tables ({', '.join(sorted(tables)[:5])}), not the studies of a "
+                           "search; nothing was written to it")
+    return "empty"
+
+
+def make_storage(url: str, create: bool = True, mode: str | None = None) -> optuna.storages.RDBStorage:
+    """Open the storage at ``url``: ``create`` it with its tables (a search), ``write`` to an existing
+    one (results written back to a trial), or ``read`` it (a report, an export: a SQLite file is
+    opened read-only). A database that holds no Optuna storage is refused untouched unless created.
+    Problems are one :class:`StorageError` line without the password."""
+    mode = mode or ("create" if create else "write")
+    engine_kwargs: dict[str, Any] = {}
+    path = sqlite_path(url)
+    state = database_state(url)
+    if state == "missing" and mode != "create":
+        raise StorageError(f"no database at {path}; check the storage URL ({redact(url)})")
+    if state == "empty" and mode != "create":
+        raise StorageError(f"{path or redact(url)} is empty, not the studies of a search; nothing was written to "
+                           "it; give the database nas-search wrote")
+    if path is not None:
+        if mode == "create":
+            _make_folder(path)
+        engine_kwargs = {"connect_args": {"timeout": 120}}  # wait for the other writers, don't fail
+        if mode == "read":
+            url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    else:
+        engine_kwargs = {"pool_pre_ping": True}  # a server that restarted: reconnect instead of failing
+    try:
+        lock = storage_lock(url) if mode != "read" else contextlib.nullcontext()
+        with lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=mode != "create")
+    except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL or server
+        raise StorageError(f"cannot open storage {redact(url)}: {_first_line(e, url)}") from None
+
+
+def _make_folder(path: Path) -> None:
+    if path.parent.exists() and not path.parent.is_dir():
+        raise StorageError(f"cannot create the database {path}: {path.parent} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create the folder {path.parent} for the database: {e.strerror}") from None
+    import os
+
+    writable = path if path.exists() else path.parent
+    if not os.access(writable, os.W_OK):
+        raise StorageError(f"cannot write the database {path}: {writable} is not writable")
+
+
+def _first_line(e: BaseException, url: str) -> str:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return redact_text(first, url)
+
+
+DATABASE_WAIT_SECONDS = 300.0  # how long a worker waits for a database server that stopped answering
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    """The exception and its causes (Optuna wraps the driver's error in its own)."""
+    chain = [e]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(nxt)
+    return chain
+
+
+def connection_lost(e: BaseException) -> bool:
+    """The database server went away (restarted, network lost): worth waiting for, unlike a bad query.
+    SQLite's own errors (locked, disk full) are not this: there is no server to come back."""
+    import sqlalchemy.exc
+
+    for cause in _chain(e):
+        if isinstance(cause, sqlalchemy.exc.DBAPIError) and not type(cause.orig).__module__.startswith("sqlite3"):
+            return cause.connection_invalidated or isinstance(
+                cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+        if isinstance(cause, sqlalchemy.exc.InvalidatePoolError):
+            return True
+    return False
+
+
+def wait_for_database(storage: optuna.storages.BaseStorage, url: str, limit: float | None = None) -> None:
+    """Return once the database answers again; after ``limit`` seconds, a :class:`StorageError` line."""
+    import time
+
+    limit = DATABASE_WAIT_SECONDS if limit is None else limit
+    start = time.time()
+    while True:
+        try:
+            storage.get_all_studies()
+            return
+        except Exception as e:  # noqa: BLE001 - anything but a lost connection is a real error
+            if not connection_lost(e):
+                raise
+        if time.time() - start > limit:
+            raise StorageError(f"the database at {redact(url)} has not answered for {limit:.0f} s, so this run "
+                               "stopped; its running trials are queued again by the next run of the same command")
+        time.sleep(2.0)
+
+
+def disk_full(e: BaseException) -> bool:
+    return any("database or disk is full" in str(c) or getattr(c, "errno", None) == 28 for c in _chain(e))  # ENOSPC
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """A full disk or a database that went away, anywhere in a run: one line that says the study is
+    intact and how to go on, instead of the driver's traceback."""
+    try:
+        yield
+    except SettingError:
+        raise
+    except Exception as e:
+        first = _first_line(e, url)[:200]
+        if disk_full(e):
+            raise StorageError(f"the disk is full ({first}); the study is intact: free some space and run the same "
+                               "command to resume") from None
+        if connection_lost(e):
+            raise StorageError(f"lost the database at {redact(url)} ({first}); the study is intact: run the same "
+                               "command to resume") from None
+        raise

@@ -1,0 +1,165 @@
+"""The studies of a search and their life: creation, queueing, heartbeats, stale trials and retries.
+
+A search is one Optuna study per rung (see :mod:`nas.search.rungs`): the *main* study, named after
+the search, holds the full-fidelity rung and the search's settings; screening rungs live in
+``<name>.rung0``, ``<name>.rung1``, ... Everything that must happen once (creating the studies,
+writing the settings, queueing the references, promoting a rung, retrying a dead worker's trial)
+runs under :func:`storage_lock` and first checks what is already there, so it is idempotent: a run
+killed half-way is completed by the next one, and two runs starting together both end up working
+on the same study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.search.record import FIXED_PARAMS_ATTR, TrialRecord, set_finished_trial_user_attr
+from nas.search.storage import storage_lock
+from nas.system import pid_alive
+
+HEARTBEAT_SECONDS = 5.0  # a running trial's worker writes a beat this often
+STALE_SECONDS = 20.0  # a running trial without a beat for this long is retried
+MAX_RETRIES = 1  # real failures (errors) retried this often; kills and interrupts always are
+BEAT_ATTR = "nas:beat"  # system attribute: {"t": time, "host": ..., "pid": ..., "epoch": e, "of": E}
+SETTINGS_ATTR = "nas"  # study user attribute of the main study: its StudySettings
+SPACE_ATTR = "nas:space"  # study system attribute of the main study: the space file's text
+RUNG_ATTR = "rung"  # study user attribute of a screening rung's study: which search and rung it is
+
+
+# ---------------------------------------------------------------- studies of a search
+
+
+def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def ensure_study(storage: optuna.storages.BaseStorage, name: str, directions: list[str]) -> optuna.Study:
+    """Load the study, or create it (idempotent under the storage lock)."""
+    study = find_study(storage, name)
+    if study is None:
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:  # another machine without our lock (e.g. older version)
+            study = optuna.load_study(study_name=name, storage=storage)
+    return study
+
+
+def enqueue(study: optuna.Study, params: dict[str, Any], record: TrialRecord,
+            system_attrs: dict[str, Any] | None = None) -> int:
+    """Queue a trial with fixed parameters; returns its number."""
+    template = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=record.attrs(),
+                                         system_attrs={FIXED_PARAMS_ATTR: params, **(system_attrs or {})})
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return study._storage.get_trial_number_from_id(trial_id)
+
+
+# ---------------------------------------------------------------- heartbeats, stale trials, retries
+
+
+HOST = socket.gethostname()
+
+
+def beat(storage: optuna.storages.BaseStorage, trial_id: int, **progress: Any) -> None:
+    storage.set_trial_system_attr(trial_id, BEAT_ATTR, {"t": time.time(), "host": HOST, "pid": os.getpid(), **progress})
+
+
+def is_stale(trial: FrozenTrial, now: float | None = None) -> bool:
+    """A RUNNING trial whose worker is gone: its process on this host has exited, or no beat came
+    for STALE_SECONDS (a trial killed before its first beat counts from its start)."""
+    now = time.time() if now is None else now
+    b = trial.system_attrs.get(BEAT_ATTR)
+    if b is None:
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        return now - started > STALE_SECONDS
+    if b.get("host") == HOST and b.get("pid") != os.getpid() and not pid_alive(int(b.get("pid", 0))):
+        return True
+    return now - float(b.get("t", 0)) > STALE_SECONDS
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int,
+              watch: Callable[[], Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Beat while the body runs. The yielded dict is progress (e.g. epoch) sent with each beat.
+    ``watch`` runs every other beat: the worker looks for other workers' stale trials while it
+    trains, so a dead worker's trial is queued again within seconds, not after this trial."""
+    progress: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def loop() -> None:
+        beats = 0
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):  # a busy database delays a beat; the next one comes
+                beat(storage, trial_id, **progress)
+                beats += 1
+                if watch is not None and beats % 2 == 0:
+                    watch()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield progress
+    finally:
+        stop.set()
+        thread.join()
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, outcome: str, reason: str) -> int | None:
+    """End a RUNNING trial as FAIL (``outcome`` interrupted or failed) and queue it again with the
+    same parameters, unless it is a real failure past MAX_RETRIES. Returns the new trial's number.
+
+    Call under the storage lock. The copy is queued first and the trial failed after, so a kill
+    in between leaves a RUNNING trial that the next check handles again, finding its copy there
+    (``retry_of``): nothing is lost and nothing queued twice. Returns None if the trial is no
+    longer RUNNING (another process handled it first).
+    """
+    storage = study._storage
+    if storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        return None
+    record = TrialRecord.of(trial)
+    retries = record.retries + (outcome == "failed")
+    number = next((t.number for t in study.get_trials(deepcopy=False)
+                   if TrialRecord.of(t).retry_of == trial.number), None)
+    if number is None and not (outcome == "failed" and retries > MAX_RETRIES):
+        again = TrialRecord(rung=record.rung, fidelity=record.fidelity, name=record.name, bracket=record.bracket,
+                            seed=record.seed if record.promoted_from is not None else None,
+                            promoted_from=record.promoted_from, retries=retries, retry_of=trial.number)
+        fixed = trial.system_attrs.get(FIXED_PARAMS_ATTR)
+        template = optuna.trial.create_trial(
+            state=TrialState.WAITING, params=None if fixed else trial.params,
+            distributions=None if fixed else trial.distributions, user_attrs=again.attrs(),
+            system_attrs={FIXED_PARAMS_ATTR: fixed} if fixed else {})
+        number = storage.get_trial_number_from_id(storage.create_new_trial(study._study_id, template_trial=template))
+    try:
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None
+    set_finished_trial_user_attr(storage, trial._trial_id, "outcome", outcome)
+    set_finished_trial_user_attr(storage, trial._trial_id, "reason", reason[:300])
+    return number
+
+
+def retry_stale_trials(study: optuna.Study, url: str) -> list[int]:
+    """Requeue the RUNNING trials whose worker is gone; returns their numbers."""
+    done = []
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = [t for t in running if is_stale(t)]
+    if not stale:
+        return done
+    with storage_lock(url):
+        for t in stale:
+            fresh = study._storage.get_trial(t._trial_id)
+            if fresh.state == TrialState.RUNNING and is_stale(fresh):
+                if requeue(study, fresh, "interrupted", "its worker stopped (killed or lost) while training") is not None:
+                    done.append(t.number)
+    return done

@@ -1,0 +1,197 @@
+"""One trial, from its candidate to its result: the only module that touches ``optuna.Trial``.
+
+A trial goes:
+
+1. ``space.sample(trial)`` -> candidate, its recipe compressed to the rung's epochs; its parameter
+   count is the constraint ``params - budget + 1`` (> 0 infeasible). Over budget: PRUNED at once,
+   never trained.
+2. The same candidate finished earlier at this rung: its result is reused.
+3. Otherwise it trains at the rung's fidelity; the final rung reports each epoch's validation
+   accuracy (learning curves; the pruner at one fidelity).
+
+A kill, Ctrl-C or SIGTERM ends the trial as 'interrupted' and queues it again; an error as 'failed'
+(retried once).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from optuna_dashboard import save_note
+
+from nas.engine.device import resolve_precision
+from nas.engine.trainer import EpochMetrics, TrainResult, train
+from nas.search.artifacts import artifact_dir, save_weights, state_bytes
+from nas.search.context import Search
+from nas.search.dashboard import refresh_figure, trial_note
+from nas.search.progress import QuietReporter, Reporter
+from nas.search.record import CONSTRAINTS_ATTR, CURVE_ATTR, TrialRecord, key_of, write_candidate
+from nas.search.rungs import Rung
+from nas.search.signals import Interrupted, check_signal
+from nas.search.storage import storage_lock
+from nas.search.study import heartbeat, requeue
+from nas.arch import Candidate
+from nas.arch.budget import check_budget
+from nas.arch.builder import count_flops
+
+FIGURE_EVERY = 25  # screening trials between refreshes of the study's figure in the dashboard
+
+Outcome = tuple[TrialState, "list[float] | None"]
+
+
+@dataclass
+class TrialRunner:
+    """Runs trials of one worker: evaluates each and tells the study."""
+
+    search: Search
+    reporter: Reporter = field(default_factory=QuietReporter)
+    precision: str = "auto"
+    watch: Callable[[], Any] | None = None  # runs while a trial trains: look for other workers' stale trials
+    finished: int = 0
+
+    def precision_at(self, rung: Rung) -> str:
+        return resolve_precision(self.precision, self.search.device, ranking_only=not rung.final)
+
+    def run(self, rung: Rung, trial: optuna.Trial, bracket: int) -> FrozenTrial:
+        """Evaluate a trial taken from the study and tell the result."""
+        s = self.search
+        study = s.studies[rung.index]
+        record = TrialRecord.of(trial)
+        record.rung, record.fidelity, record.run = rung.index, rung.label, s.run_id
+        if rung.index == 0:
+            record.bracket = bracket
+        try:
+            with heartbeat(s.storage, trial._trial_id, watch=self.watch) as progress:
+                record.write(trial, rung=rung.index, fidelity=rung.label, run=s.run_id, bracket=record.bracket)
+                state, values = self.evaluate(trial, rung, record, progress)
+        except (KeyboardInterrupt, Interrupted) as e:
+            # The run ends: a second signal (Ctrl-C reaches every process of the group, and the
+            # parent passes SIGTERM on) must not cut short the queueing of this trial.
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            by = "SIGINT" if isinstance(e, KeyboardInterrupt) else e
+            self._give_back(study, trial, "interrupted", f"interrupted by {by}")
+            raise
+        except Exception as e:
+            self._give_back(study, trial, "failed", f"{type(e).__name__}: {e}")
+            raise
+        save_note(trial, trial_note(study._storage.get_trial(trial._trial_id)))
+        frozen = study.tell(trial, values, state=state)
+        self.reporter.trial_finished(rung, frozen)
+        self.finished += 1
+        if rung.final or self.finished % FIGURE_EVERY == 0:
+            refresh_figure(study, f"{study.study_name}: validation accuracy at {rung.label} against parameters")
+        return frozen
+
+    def _give_back(self, study: optuna.Study, trial: optuna.Trial, outcome: str, reason: str) -> None:
+        with storage_lock(self.search.config.storage):
+            requeue(study, study._storage.get_trial(trial._trial_id), outcome, reason)
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, trial: optuna.Trial, rung: Rung, record: TrialRecord, progress: dict[str, Any]) -> Outcome:
+        candidate, params = self._propose(trial, rung, record)
+        if candidate is None:
+            return TrialState.PRUNED, None
+        earlier = self.find_duplicate(rung, candidate.key, trial.number)
+        if earlier is not None:
+            return self.reuse(trial, record, earlier)
+        self._train(trial, rung, record, candidate, progress)
+        if record.outcome == "pruned":
+            return TrialState.PRUNED, None
+        return TrialState.COMPLETE, self.values(record.val_acc, params, record.flops)
+
+    def _propose(self, trial: optuna.Trial, rung: Rung, record: TrialRecord) -> tuple[Candidate | None, int]:
+        """Sample the candidate, store it and its size, and check the budget (None: rejected)."""
+        s = self.search
+        sampled = s.space.sample(trial)
+        candidate = Candidate(sampled.arch, sampled.recipe.compressed(rung.epochs), record.name)
+        write_candidate(trial, candidate)
+        verdict = check_budget(candidate.arch, s.settings.budget)
+        record.write(trial, params=verdict.params, flops=count_flops(candidate.arch))
+        trial.set_constraint("params", verdict.excess)
+        # optuna-dashboard 0.21 reads feasibility from the older "constraints" system attribute.
+        trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR, [verdict.excess])
+        if not verdict.accepted:
+            record.write(trial, outcome="rejected", reason=verdict.reason)
+            return None, verdict.params
+        return candidate, verdict.params
+
+    def _train(self, trial: optuna.Trial, rung: Rung, record: TrialRecord, candidate: Candidate,
+               progress: dict[str, Any]) -> TrainResult:
+        """Train the candidate at the rung's fidelity and record what came out, weights included."""
+        s = self.search
+        seed = record.seed if record.seed is not None else s.config.seed + trial.number
+        record.write(trial, seed=seed, device=s.device, precision=self.precision_at(rung))
+        self.reporter.trial_started(rung, trial.number, record)
+        # Learning curves at full fidelity (and the pruner's evidence there); the references get theirs at
+        # every rung, a few cheap evaluations, so the report can always draw them.
+        curve = rung.final or bool(record.name)
+        data = s.data_for(rung)
+        result = train(candidate.arch, candidate.recipe, data, s.device, seed,
+                       on_epoch=self._on_epoch(trial, rung, progress, curve), on_batch=lambda n: check_signal(),
+                       precision=self.precision, val_every_epoch=curve, evaluate_test=rung.final,
+                       ranking_only=not rung.final)
+        last = result.epochs[-1]
+        eval_seconds = sum(m.eval_seconds for m in result.epochs)
+        evaluations = sum(m.val_acc is not None for m in result.epochs)
+        train_seconds = sum(m.seconds for m in result.epochs) - eval_seconds
+        diverged = not math.isfinite(last.train_loss)
+        record.write(trial, outcome="diverged" if diverged else ("pruned" if result.stopped else "complete"),
+                     val_acc=last.val_acc if last.val_acc is not None else 0.0, test_acc=result.test_acc,
+                     epochs=last.epoch, seconds=round(sum(result.epoch_seconds), 2),
+                     train_us=round(1e6 * train_seconds / (len(data.train_labels) * last.epoch), 3),
+                     eval_us=round(1e6 * eval_seconds / max(1, evaluations * len(data.val_labels)), 3),
+                     reason=result.stopped)
+        # Every trained trial keeps its weights (tens of KB): downloadable in the dashboard, exported by --no-retrain.
+        save_weights(trial, state_bytes(result.model), artifact_dir(s.config.storage, s.config.artifacts))
+        return result
+
+    def _on_epoch(self, trial: optuna.Trial, rung: Rung, progress: dict[str, Any],
+                  curve: bool) -> Callable[[EpochMetrics], bool]:
+        several = self.search.settings.multi_objective  # Optuna keeps no curves for several objectives: we do
+        points: list[list[float]] = []
+
+        def on_epoch(m: EpochMetrics) -> bool:
+            check_signal()
+            progress.update(epoch=m.epoch, of=rung.epochs)
+            self.reporter.epoch(rung, trial.number, m.epoch, rung.epochs, m.val_acc)
+            if not curve or m.val_acc is None:
+                return False
+            if several:
+                points.append([m.epoch, m.val_acc])
+                trial.storage.set_trial_system_attr(trial._trial_id, CURVE_ATTR, points)
+                return False
+            trial.report(m.val_acc, m.epoch)
+            # Only the final rung prunes; a finished run is complete.
+            return rung.final and m.epoch < rung.epochs and trial.should_prune()
+        return on_epoch
+
+    def values(self, val_acc: float, params: int, flops: int) -> list[float]:
+        return [{"accuracy": val_acc, "params": params, "flops": flops}[o] for o in self.search.settings.objectives]
+
+    def find_duplicate(self, rung: Rung, key: str, number: int) -> FrozenTrial | None:
+        study = self.search.studies[rung.index]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if t.number != number and key_of(t) == key and TrialRecord.of(t).has_result:
+                return t
+        return None
+
+    def reuse(self, trial: optuna.Trial, record: TrialRecord, earlier: FrozenTrial) -> Outcome:
+        was = TrialRecord.of(earlier)
+        original = was.duplicate_of if was.duplicate_of is not None else earlier.number
+        record.write(trial, outcome="duplicate", duplicate_of=original, val_acc=was.val_acc, test_acc=was.test_acc,
+                     epochs=was.epochs, seed=was.seed, device=was.device)
+        if not self.search.settings.multi_objective:
+            for step, value in sorted(earlier.intermediate_values.items()):
+                trial.report(value, step)
+        if earlier.state == TrialState.PRUNED:
+            return TrialState.PRUNED, None
+        return TrialState.COMPLETE, list(earlier.values)

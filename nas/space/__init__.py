@@ -1,0 +1,6 @@
+"""Search spaces: data files of distributions over the spec's architecture family and recipe.
+
+``space`` reads a space file and holds the one function that samples a candidate from it
+(the only code that calls ``trial.suggest_*``); ``audit`` samples a space without training;
+``spaces/`` holds the files shipped in the package (``mnist_20k`` is the default).
+"""

@@ -1,0 +1,411 @@
+"""Search spaces: a YAML data file of distributions, and the one function that samples from it.
+
+The file gives a distribution (or a fixed value) for each *role* below; :meth:`SearchSpace.sample`
+walks the conv-block / transition / GAP-head family, asks the trial for each role at each
+position it is needed (``channels`` becomes ``s1_c1_ch``, ``s1_c2_ch``, ...) and returns a
+:class:`Candidate`. It is the only code that calls ``trial.suggest_*``.
+
+Buildability is guaranteed by construction: a 3x3 conv may be unpadded (``padding`` is asked)
+only where the map would still be large enough for every max-pool and the head after it;
+elsewhere it is padded. :meth:`SearchSpace.from_file` refuses files that break the family.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from nas.arch import (ArchSpec, Candidate, Layer, Recipe, bn, conv, dropout, dwconv, gap, leaky_relu, linear, maxpool,
+                      relu)
+from nas.system import check_nesting, read_text_file
+
+SPACES_DIR = Path(__file__).parent / "spaces"  # the space files shipped in the package
+DEFAULT_SPACE = "mnist_20k"
+
+ARCH_ROLES: dict[str, str] = {
+    "stages": "number of conv blocks (a transition between consecutive blocks)",
+    "convs": "3x3 convs in block i (s{i}_convs)",
+    "channels": "output channels of conv j in block i (s{i}_c{j}_ch)",
+    "padding": "padding of conv j in block i, 0 or 1 (s{i}_c{j}_pad); asked only where 0 fits",
+    "batchnorm": "BatchNorm after conv j in block i (s{i}_c{j}_bn)",
+    "conv_dropout": "dropout after conv j in block i (s{i}_c{j}_drop); asked unless dropout is none",
+    "conv_bias": "bias on the 3x3 convs",
+    "activation": "relu or leaky_relu, after every conv but the head's",
+    "leaky_slope": "negative slope of leaky_relu",
+    "order": "relu_bn (conv, act, BN) or bn_relu (conv, BN, act)",
+    "dropout": "none, dropout (element-wise) or dropout2d (whole channels)",
+    "dropout_rate": "rate of every dropout layer",
+    "transition_order": "pool_conv (max-pool then 1x1 conv) or conv_pool",
+    "transition_channels": "output channels of the 1x1 conv of transition i (t{i}_ch)",
+    "transition_act": "activation after the transition's 1x1 conv",
+    "transition_bn": "BatchNorm after the transition's 1x1 conv",
+    "transition_dropout": "dropout after the transition's 1x1 conv",
+    "transition_bias": "bias on the transition's 1x1 conv",
+    "pool_bn": "BatchNorm right after the transition's max-pool",
+    "pool_dropout": "dropout right after the transition's max-pool",
+    "head": "gap_linear, gap_conv1x1, conv1x1_gap or conv3x3_gap (the conv or linear layer outputs 10)",
+    "head_pool": "a max-pool between the last block and the head",
+    "head_bias": "bias on the head's conv or linear layer",
+    "separable": "conv j of block i as a depthwise 3x3 and a 1x1 conv (s{i}_c{j}_sep); never the first conv",
+    "bn_affine": "BatchNorm with its scale and shift (2 parameters per channel), or without",
+}
+RECIPE_ROLES: dict[str, str] = {
+    "optimizer": "sgd, adam or adamw",
+    "lr_sgd": "learning rate with sgd (peak rate for onecycle)",
+    "lr_adam": "learning rate with adam and adamw (peak rate for onecycle)",
+    "momentum": "SGD momentum",
+    "nesterov": "SGD Nesterov momentum",
+    "weight_decay": "weight decay",
+    "batch_size": "batch size",
+    "schedule": "none, step, multistep, onecycle or cosine",
+    "step_size": "epochs between decays (step)",
+    "gamma": "decay factor (step, multistep)",
+    "milestone_1": "first decay epoch (multistep)",
+    "milestone_2": "second decay epoch (multistep)",
+    "rotation": "random rotation, +- degrees",
+    "translate": "random translation, +- fraction of the image side",
+    "scale": "random zoom, +- fraction (0.1: a factor in [0.9, 1.1])",
+    "label_smoothing": "label smoothing",
+    "epochs": "training epochs (nas-search --epochs overrides)",
+}
+# Roles whose values are names, and the names they accept.
+ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
+    "activation": ("relu", "leaky_relu"),
+    "order": ("relu_bn", "bn_relu"),
+    "dropout": ("none", "dropout", "dropout2d"),
+    "transition_order": ("pool_conv", "conv_pool"),
+    "head": ("gap_linear", "gap_conv1x1", "conv1x1_gap", "conv3x3_gap"),
+    "padding": (0, 1),
+    "optimizer": ("sgd", "adam", "adamw"),
+    "schedule": ("none", "step", "multistep", "onecycle", "cosine"),
+}
+# What each numeric or yes/no role takes (the named ones are in ALLOWED_VALUES).
+ROLE_KINDS: dict[str, str] = {
+    **dict.fromkeys(("stages", "convs", "channels", "transition_channels", "batch_size", "milestone_1", "milestone_2",
+                     "epochs"), "int"),
+    **dict.fromkeys(("batchnorm", "conv_dropout", "conv_bias", "transition_act", "transition_bn",
+                     "transition_dropout", "transition_bias", "pool_bn", "pool_dropout", "head_pool", "head_bias",
+                     "nesterov", "separable", "bn_affine"), "bool"),
+    **dict.fromkeys(("leaky_slope", "dropout_rate", "lr_sgd", "lr_adam", "momentum", "weight_decay", "step_size",
+                     "gamma", "rotation", "translate", "scale", "label_smoothing"), "number"),
+}
+# Roles added after space files were written: a file that leaves one out gets this fixed value.
+OPTIONAL_ROLES: dict[str, Any] = {"separable": False, "bn_affine": True, "scale": 0.0}
+IN_CHANNELS, IN_SIZE, CLASSES = 1, 28, 10
+MAX_SPACE_BYTES = 200_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a few KB of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (*name) are not allowed in a space file",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+Entry = BaseDistribution | Any  # a distribution, or a fixed value
+
+
+def parse_entry(role: str, raw: Any) -> Entry:
+    """Turn one YAML entry into an optuna distribution, or keep it as a fixed value."""
+    if not isinstance(raw, dict):
+        entry = raw
+    elif set(raw) == {"choices"}:
+        if not isinstance(raw["choices"], list) or not raw["choices"]:
+            raise ValueError(f"{role}: choices must be a non-empty list")
+        entry = CategoricalDistribution(raw["choices"])
+    elif {"low", "high"} <= set(raw) <= {"low", "high", "step", "log"}:
+        bounds = [raw["low"], raw["high"]] + ([raw["step"]] if "step" in raw else [])
+        is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+        try:
+            if is_int:
+                entry = IntDistribution(raw["low"], raw["high"], log=raw.get("log", False), step=raw.get("step", 1))
+            else:
+                entry = FloatDistribution(raw["low"], raw["high"], log=raw.get("log", False), step=raw.get("step"))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{role}: {e}") from None
+    else:
+        raise ValueError(f"{role}: expected {{choices: [...]}}, {{low: L, high: H[, step: S][, log: true]}} "
+                         f"or a plain value, got {raw!r}")
+    kind = ROLE_KINDS.get(role)
+    if kind is not None:
+        for v in values_of(entry):
+            ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+                  "bool": isinstance(v, bool),
+                  "number": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}[kind]
+            if not ok:
+                what = {"int": "whole numbers", "bool": "true or false", "number": "numbers"}[kind]
+                raise ValueError(f"{role}: values must be {what}, got {v!r}")
+    allowed = ALLOWED_VALUES.get(role)
+    if allowed is not None:
+        values = entry.choices if isinstance(entry, CategoricalDistribution) else (entry,)
+        bad = [v for v in values if v not in allowed]
+        if bad or isinstance(entry, (IntDistribution, FloatDistribution)):
+            raise ValueError(f"{role}: values must be among {list(allowed)}, got {bad or raw}")
+    return entry
+
+
+def values_of(entry: Entry) -> list[Any]:
+    """Every value an entry can take (numeric ranges: their two ends)."""
+    if isinstance(entry, CategoricalDistribution):
+        return list(entry.choices)
+    if isinstance(entry, (IntDistribution, FloatDistribution)):
+        return [entry.low, entry.high]
+    return [entry]
+
+
+class _Completing(optuna.trial.FixedTrial):
+    """A FixedTrial that answers a per-position optional role it was not given with the role's default."""
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:  # type: ignore[override]
+        role = {"sep": "separable"}.get(name.rsplit("_", 1)[-1])
+        if name not in self._params and role in OPTIONAL_ROLES:
+            self._params[name] = OPTIONAL_ROLES[role]
+        return super().suggest_categorical(name, choices)
+
+
+@dataclass(frozen=True)
+class _Style:
+    """The choices every layer of a sampled network shares: activation, order, dropout, biases, BatchNorm."""
+
+    act: Layer
+    bn_first: bool
+    drop: Layer | None
+    conv_bias: bool
+    bn_affine: bool
+
+    @classmethod
+    def ask(cls, ask: Any) -> _Style:
+        act = relu() if ask("activation") == "relu" else leaky_relu(ask("leaky_slope"))
+        bn_first = ask("order") == "bn_relu"
+        kind = ask("dropout")
+        drop = None if kind == "none" else dropout(ask("dropout_rate"), channels=kind == "dropout2d")
+        return cls(act, bn_first, drop, ask("conv_bias"), ask("bn_affine"))
+
+    def unit(self, convs: list[Layer], with_act: bool, with_bn: bool, with_drop: bool) -> list[Layer]:
+        norm = [bn(self.bn_affine)] if with_bn else []
+        a = [self.act] if with_act else []
+        return [*convs, *(norm + a if self.bn_first else a + norm), *([self.drop] if with_drop else [])]
+
+
+
+@dataclass(frozen=True)
+class _Transitions:
+    """What every transition (a max-pool and a 1x1 conv) of a sampled network shares."""
+
+    order: str
+    act: bool
+    bn: bool
+    bias: bool
+    pool_bn: bool
+    drop: bool
+    pool_drop: bool
+
+    @classmethod
+    def ask(cls, ask: Any, style: _Style) -> _Transitions:
+        order, act, with_bn, bias, pool_bn = (ask(r) for r in (
+            "transition_order", "transition_act", "transition_bn", "transition_bias", "pool_bn"))
+        drop = style.drop is not None and ask("transition_dropout")
+        return cls(order, act, with_bn, bias, pool_bn, drop, style.drop is not None and ask("pool_dropout"))
+
+    def layers(self, ask: Any, style: _Style, i: int) -> list[Layer]:
+        """Transition ``i``; its 1x1 conv's width is its own."""
+        pool = [maxpool(), *([bn(style.bn_affine)] if self.pool_bn else []), *([style.drop] if self.pool_drop else [])]
+        one_by_one = style.unit([conv(ask("transition_channels", f"t{i}_ch"), 1, 0, self.bias)], self.act, self.bn,
+                                self.drop)
+        return pool + one_by_one if self.order == "pool_conv" else one_by_one + pool
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    arch: dict[str, Entry]
+    recipe: dict[str, Entry]
+    references: dict[str, dict[str, Any]]
+    digest: str  # identifies the distributions (not comments or references)
+    path: str = ""
+    text: str = ""  # the file as written; a study stores it, so it needs no file to resume
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SearchSpace:
+        text = read_text_file(Path(path), MAX_SPACE_BYTES, "search space", "YAML")
+        try:
+            return cls.from_text(text, path=str(path))
+        except ValueError as e:
+            raise ValueError(f"search space {path}: {e}") from None
+
+    @classmethod
+    def from_text(cls, text: str, path: str = "", name: str = "") -> SearchSpace:
+        check_nesting(text, "the space")
+        try:
+            data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
+        except RecursionError:
+            raise ValueError("not a space: the YAML is nested too deeply") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"not valid YAML: {str(e).splitlines()[0]}") from None
+        if isinstance(data, dict) and name and not data.get("name"):
+            data = {**data, "name": name}
+        space = cls.from_dict(data, path=path)
+        return replace(space, text=text)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "") -> SearchSpace:
+        if not isinstance(data, dict) or not {"arch", "recipe"} <= set(data):
+            raise ValueError("needs top-level keys 'arch' and 'recipe' (and optionally 'name', 'references')")
+        unknown = set(data) - {"name", "arch", "recipe", "references"}
+        if unknown:
+            raise ValueError(f"unknown top-level key {sorted(unknown)[0]!r}")
+        sections = {}
+        for section, roles in (("arch", ARCH_ROLES), ("recipe", RECIPE_ROLES)):
+            raw = data[section]
+            if not isinstance(raw, dict):
+                raise ValueError(f"'{section}' must be a mapping of role: distribution")
+            unknown = set(raw) - set(roles)
+            raw = {**{r: v for r, v in OPTIONAL_ROLES.items() if r in roles}, **raw}
+            missing = set(roles) - set(raw)
+            if unknown:
+                raise ValueError(f"{section}: unknown role {sorted(unknown)[0]!r}; known: {', '.join(roles)}")
+            if missing:
+                raise ValueError(f"{section}: missing role {sorted(missing)[0]!r} ({roles[sorted(missing)[0]]})")
+            sections[section] = {role: parse_entry(role, raw[role]) for role in roles}
+        references = data.get("references") or {}
+        if not isinstance(references, dict) or not all(isinstance(v, dict) for v in references.values()):
+            raise ValueError("'references' must map a preset name to its parameter assignment")
+        canonical = json.dumps({"arch": data["arch"], "recipe": data["recipe"]}, sort_keys=True, default=str)
+        space = cls(str(data.get("name") or Path(path).stem or "space"), sections["arch"], sections["recipe"],
+                    references, hashlib.sha1(canonical.encode()).hexdigest()[:12], path)
+        space._check_family()
+        return space
+
+    def _check_family(self) -> None:
+        """Refuse spaces whose family could produce an unbuildable network."""
+        a = self.arch
+        for role in ("stages", "convs", "channels", "transition_channels"):
+            if min(values_of(a[role])) < 1:
+                raise ValueError(f"{role} must be at least 1")
+        max_pools = max(values_of(a["stages"])) - 1 + int(True in values_of(a["head_pool"]))
+        head_need = 3 if "conv3x3_gap" in values_of(a["head"]) else 1
+        if IN_SIZE < head_need * 2**max_pools:
+            raise ValueError(f"up to {max_pools} max-pools{' and a 3x3 head' if head_need == 3 else ''} "
+                             f"do not fit a {IN_SIZE}x{IN_SIZE} image; allow fewer stages")
+
+    def sample(self, trial: optuna.trial.BaseTrial, shape: tuple[int, int, int] = (1, 28, 10)) -> Candidate:
+        """Sample one candidate (architecture and recipe) by asking ``trial`` for each choice."""
+        return Candidate(self._sample_arch(trial, shape), self._sample_recipe(trial))
+
+    def _ask(self, trial: optuna.trial.BaseTrial, section: dict[str, Entry], role: str, name: str | None = None) -> Any:
+        entry = section[role]
+        name = name or role
+        if isinstance(entry, CategoricalDistribution):
+            return trial.suggest_categorical(name, entry.choices)
+        if isinstance(entry, IntDistribution):
+            return trial.suggest_int(name, entry.low, entry.high, step=entry.step, log=entry.log)
+        if isinstance(entry, FloatDistribution):
+            return trial.suggest_float(name, entry.low, entry.high, step=entry.step, log=entry.log)
+        return entry
+
+    def _sample_arch(self, trial: optuna.trial.BaseTrial, shape: tuple[int, int, int]) -> ArchSpec:
+        def ask(role: str, name: str | None = None) -> Any:
+            return self._ask(trial, self.arch, role, name)
+
+        channels, size, classes = shape
+        style = _Style.ask(ask)
+        n_stages, head, head_pool = ask("stages"), ask("head"), ask("head_pool")
+        transitions = _Transitions.ask(ask, style) if n_stages > 1 else None
+        layers: list[Layer] = []
+        for i in range(1, n_stages + 1):
+            # Size this block must keep so every later max-pool and the head still fit.
+            need = (3 if head == "conv3x3_gap" else 1) * 2 ** ((n_stages - i) + int(head_pool))
+            block, size = self._block(ask, style, i, size, need, first=not layers)
+            layers += block
+            if transitions is not None and i < n_stages:
+                layers += transitions.layers(ask, style, i)
+                size //= 2
+        if head_pool:
+            layers.append(maxpool())
+        head_bias = ask("head_bias")
+        layers += {
+            "gap_linear": lambda: [gap(), linear(classes, head_bias)],
+            "gap_conv1x1": lambda: [gap(), conv(classes, 1, 0, head_bias)],
+            "conv1x1_gap": lambda: [conv(classes, 1, 0, head_bias), gap()],
+            "conv3x3_gap": lambda: [conv(classes, 3, 0, head_bias), gap()],
+        }[head]()
+        return ArchSpec(tuple(layers), channels, shape[1], classes)
+
+    @staticmethod
+    def _block(ask: Any, style: _Style, i: int, size: int, need: int, first: bool) -> tuple[list[Layer], int]:
+        """Block ``i``: its 3x3 convs (each plain or depthwise-separable), unpadded only where ``need`` still fits."""
+        layers: list[Layer] = []
+        for j in range(1, ask("convs", f"s{i}_convs") + 1):
+            p = f"s{i}_c{j}_"
+            out = ask("channels", p + "ch")
+            pad = ask("padding", p + "pad") if size - 2 >= need else 1
+            size -= 2 * (1 - pad)
+            with_bn = ask("batchnorm", p + "bn")
+            with_drop = style.drop is not None and ask("conv_dropout", p + "drop")
+            # A separable conv needs channels to be depthwise over: never the network's first conv.
+            if not (first and j == 1) and ask("separable", p + "sep"):
+                convs = [dwconv(3, pad, False), conv(out, 1, 0, style.conv_bias)]
+            else:
+                convs = [conv(out, 3, pad, style.conv_bias)]
+            layers += style.unit(convs, True, with_bn, with_drop)
+        return layers, size
+
+    def _sample_recipe(self, trial: optuna.trial.BaseTrial) -> Recipe:
+        def ask(role: str) -> Any:
+            return self._ask(trial, self.recipe, role)
+
+        optimizer = ask("optimizer")
+        fields: dict[str, Any] = {"optimizer": optimizer}
+        if optimizer == "sgd":
+            fields.update(lr=ask("lr_sgd"), momentum=ask("momentum"), nesterov=ask("nesterov"))
+        else:
+            fields.update(lr=ask("lr_adam"))
+        fields.update(weight_decay=ask("weight_decay"), batch_size=ask("batch_size"), schedule=ask("schedule"))
+        if fields["schedule"] == "step":
+            fields.update(step_size=ask("step_size"), gamma=ask("gamma"))
+        elif fields["schedule"] == "multistep":
+            fields.update(milestones=(ask("milestone_1"), ask("milestone_2")), gamma=ask("gamma"))
+        fields.update(rotation=float(ask("rotation")), translate=float(ask("translate")), scale=float(ask("scale")),
+                      label_smoothing=float(ask("label_smoothing")), epochs=ask("epochs"))
+        return Recipe(**fields)
+
+    def reference(self, name: str) -> Candidate:
+        """The candidate the space's parameter assignment for reference ``name`` builds."""
+        return replace(self.sample(optuna.trial.FixedTrial(self.reference_params(name))), name=name)
+
+    def reference_params(self, name: str) -> dict[str, Any]:
+        """Reference ``name``'s whole assignment: as the file gives it, with each optional role it
+        leaves out (asked per position, like ``s1_c2_sep``) at its default, so a queued reference
+        trial never samples one."""
+        if name not in self.references:
+            raise ValueError(f"search space {self.name} has no reference {name!r}")
+        trial = _Completing(self.references[name])
+        self.sample(trial)
+        return trial.params
+
+
+def space_file(name_or_path: str | Path | None = None) -> Path:
+    """The file of a space: a path as given, or the name of a space shipped in the package
+    (``mnist_20k``, the default); copy a shipped file to edit it."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_SPACE
+    path = Path(name_or_path)
+    shipped = SPACES_DIR / f"{name_or_path}.yaml"
+    if not path.exists() and path.suffix == "" and shipped.exists():
+        return shipped
+    return path
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))

@@ -1,0 +1,106 @@
+"""The storage: URLs and their secrets, the lock, and databases opened without being written."""
+
+import hashlib
+import sqlite3
+import threading
+import time
+
+import optuna
+import pytest
+
+from nas.errors import SettingError
+from nas.search.storage import (database_state, make_storage, redact, redact_text, secrets_of, sqlite_path,
+                                storage_lock)
+
+SECRET = "s3cret-Pw"
+# Every form SQLAlchemy accepts a password in: the userinfo (also percent-encoded), a query parameter,
+# a libpq DSN key.
+URL_FORMS = [f"postgresql://me:{SECRET}@db:5432/x", f"postgresql://me@db:5432/x?password={SECRET}",
+             f"postgresql+psycopg://me@db/x?sslpassword={SECRET}&application_name=nas",
+             "mysql+pymysql://me:" + SECRET.replace("-", "%2D") + "@db/x"]
+
+
+@pytest.mark.parametrize("url", URL_FORMS)
+def test_a_secret_in_any_form_is_hidden_everywhere_it_is_shown(url):
+    shown = redact(url)
+    assert SECRET not in shown and "***" in shown and "db" in shown
+    assert secrets_of(url) == [SECRET]
+    assert SECRET not in redact_text(f"nas-search --storage={url} --study s")
+    assert SECRET not in redact_text(f"driver says: {SECRET} refused", url)
+    assert SECRET not in redact_text(f"host=db password={SECRET} dbname=x")
+
+
+def test_passwords_never_show():
+    assert redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert redact("postgresql://me@db:5432/x?password=secret") == "postgresql://me@db:5432/x?password=***"
+    assert redact("sqlite:///studies/mnist.db") == "sqlite:///studies/mnist.db"
+    with pytest.raises(SettingError) as caught:
+        make_storage("postgresql://me:secret@127.0.0.1:1/x")
+    assert "secret" not in str(caught.value) and "me:***@127.0.0.1:1" in str(caught.value)
+
+
+def test_two_spellings_of_one_sqlite_file_share_one_lock(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_path("sqlite:///a/../s.db") == sqlite_path(f"sqlite:///{tmp_path}/s.db") == tmp_path / "s.db"
+    order = []
+
+    def hold():
+        with storage_lock(f"sqlite:///{tmp_path}/s.db"):
+            order.append("first in")
+            time.sleep(0.5)
+            order.append("first out")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    time.sleep(0.1)
+    with storage_lock("sqlite:///a/../s.db"):
+        order.append("second in")
+    thread.join()
+    assert order == ["first in", "first out", "second in"]
+
+
+def test_a_mistyped_database_is_not_created(tmp_path):
+    with pytest.raises(SettingError, match="no database at"):
+        make_storage(f"sqlite:///{tmp_path}/typo.db", create=False)
+    assert not (tmp_path / "typo.db").exists()
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_read_only_commands_never_write_a_database_that_is_not_a_study_database(tmp_path):
+    empty, foreign, text = tmp_path / "empty.db", tmp_path / "foreign.db", tmp_path / "page.html"
+    empty.write_bytes(b"")
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    text.write_text("<html></html>")
+    before = {p: digest(p) for p in (empty, foreign, text)}
+    for path, message in ((empty, "is empty"), (foreign, "holds other tables"), (text, "not a SQLite database")):
+        for mode in ("read", "write"):
+            with pytest.raises(SettingError, match=message):
+                make_storage(f"sqlite:///{path}", mode=mode)
+    with pytest.raises(SettingError, match="holds other tables"):
+        make_storage(f"sqlite:///{foreign}")  # nor is another program's file made into a study database
+    assert {p: digest(p) for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "foreign.db", "page.html"]  # no lock file either
+    assert database_state(f"sqlite:///{tmp_path}/none.db") == "missing"
+    assert database_state(f"sqlite:///{empty}") == "empty"
+    with pytest.raises(SettingError, match="keeps nothing"):
+        make_storage("sqlite:///:memory:")
+
+
+def test_a_study_database_read_stays_byte_identical(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=make_storage(url))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    before = digest(tmp_path / "s.db")
+    storage = make_storage(url, mode="read")
+    assert database_state(url) == "optuna" and len(optuna.load_study(study_name="s", storage=storage).trials) == 2
+    with pytest.raises(Exception) as refused:
+        storage.set_study_user_attr(study._study_id, "k", 1)  # opened read-only: a write cannot happen
+    chain = [refused.value]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    assert any("readonly" in str(e) for e in chain)
+    assert digest(tmp_path / "s.db") == before
