@@ -29,7 +29,7 @@ import pandas as pd
 
 from nas.arch.budget import DEFAULT_BUDGET
 from nas.arch.builder import count_flops, count_params
-from nas.engine.data import DEFAULT_HOLDOUT, load_mnist, make_splits
+from nas.engine.data import DEFAULT_HOLDOUT, load_dataset, make_splits
 from nas.engine.trainer import train
 from nas.space.space import SearchSpace
 from nas.arch.candidate import Candidate
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     space = SearchSpace.from_file(args.space)
     pool = candidates(space, args.candidates, args.seed, args.budget)
     shard, shards = (int(x) for x in args.shard.split("/"))
-    mnist = load_mnist(args.data_dir)
+    mnist = load_dataset(args.data_dir)
     splits = {subset: make_splits(mnist, DEFAULT_HOLDOUT, subset, seed=0)
               for subset in {s for _, s in [FULL, *LOW, *EXTRA]}}
     out = Path(args.csv)

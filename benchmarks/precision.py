@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nas.engine.data import load_mnist, make_splits
+from nas.engine.data import load_dataset, make_splits
 from nas.engine.trainer import train
 from nas.arch.presets import load_preset
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--csv", default="results/precision.csv")
     args = parser.parse_args()
-    data = make_splits(load_mnist(args.data_dir))
+    data = make_splits(load_dataset(args.data_dir))
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     for preset in args.presets:

@@ -22,7 +22,7 @@ import optuna
 import torch
 
 from nas.arch.budget import check_budget
-from nas.engine.data import load_mnist, make_splits
+from nas.engine.data import load_dataset, make_splits
 from nas.engine.optim import make_optimizer
 from nas.engine.trainer import accuracy, train_epoch
 from nas.arch.builder import build_model
@@ -57,7 +57,7 @@ def _worker(args) -> float:
     """Seconds this worker spent training its share (data loading not counted)."""
     chunk, threads, bf16, data_dir, n = args
     torch.set_num_threads(threads)
-    data = make_splits(load_mnist(data_dir), 10_000, n)
+    data = make_splits(load_dataset(data_dir), 10_000, n)
     return sum(epoch_seconds(c, data.train_images, data.train_labels, bf16) for c in chunk)
 
 
@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pool = candidates(args.candidates)
-    data = make_splits(load_mnist(args.data_dir), 10_000, args.images)
+    data = make_splits(load_dataset(args.data_dir), 10_000, args.images)
     if "workers" not in args.skip:
         workers_table(pool, args.data_dir, args.images)
     if "eval" not in args.skip:

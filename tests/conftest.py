@@ -19,21 +19,24 @@ def idx_bytes(array: np.ndarray, magic: int) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable stand-ins for digits: class c is a bright 7x7 square at a place of its own, plus noise."""
+def synthetic_digits(n: int, seed: int, size: int = 28, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable stand-ins for digits: class c is a bright square at a place of its own, plus noise."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 10
+    labels = np.arange(n) % classes
     rng.shuffle(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28))
+    images = rng.integers(0, 40, size=(n, size, size))
+    side, edge, down, across = 7 * size // 28, 3 * size // 28, 8 * size // 28, 6 * size // 28
     for i, c in enumerate(labels):
-        r, col = 3 + 8 * (c // 4), 3 + 6 * (c % 4)
-        images[i, r:r + 7, col:col + 7] = 255
+        r, col = edge + down * (c // 4), edge + across * (c % 4)
+        images[i, r:r + side, col:col + side] = 255
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
-def write_mnist(folder: Path, n_train: int = 1000, n_test: int = 300, gz: bool = True) -> Path:
+def write_mnist(folder: Path, n_train: int = 1000, n_test: int = 300, gz: bool = True, size: int = 28,
+                classes: int = 10) -> Path:
+    """The four IDX files of MNIST's layout, of synthetic images (``size`` x ``size``, ``classes`` classes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    train, test = synthetic_digits(n_train, 1), synthetic_digits(n_test, 2)
+    train, test = synthetic_digits(n_train, 1, size, classes), synthetic_digits(n_test, 2, size, classes)
     for prefix, (images, labels) in (("train", train), ("t10k", test)):
         for name, array, magic in ((f"{prefix}-images-idx3-ubyte", images, IMAGE_MAGIC),
                                    (f"{prefix}-labels-idx1-ubyte", labels, LABEL_MAGIC)):

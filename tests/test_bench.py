@@ -1,7 +1,7 @@
 import torch
 
 from nas.engine.bench import BenchResult, run_bench, torchvision_root
-from nas.engine.data import load_mnist, make_splits
+from nas.engine.data import load_dataset, make_splits
 from nas.arch.spec import ArchSpec, bn, conv, gap, maxpool, relu
 from nas.arch.recipe import Recipe
 
@@ -13,13 +13,13 @@ def test_torchvision_reads_the_folder_it_is_given(tiny_mnist_dir, tmp_path):
 
     root = torchvision_root(tiny_mnist_dir, tmp_path / "tv")
     dataset = MNIST(str(root), train=True)
-    ours = load_mnist(tiny_mnist_dir, verify=False)
+    ours = load_dataset(tiny_mnist_dir, verify=False)
     assert len(dataset) == 1000
     assert torch.equal(dataset.data, ours.train_images) and torch.equal(dataset.targets, ours.train_labels)
 
 
 def test_both_paths_train_one_epoch_and_are_timed(tiny_mnist_dir):
-    data = make_splits(load_mnist(tiny_mnist_dir, verify=False))
+    data = make_splits(load_dataset(tiny_mnist_dir, verify=False))
     result = run_bench(ARCH, Recipe(batch_size=128, rotation=10.0), data, tiny_mnist_dir, torch.device("cpu"))
     assert result.engine_seconds > 0 and result.dataloader_seconds > 0
     assert result.summary().startswith(f"speedup {result.speedup:.2f}x (engine ")
@@ -31,7 +31,7 @@ def test_summary_format():
 
 
 def test_a_subset_times_both_paths_on_the_same_images_with_progress(tiny_mnist_dir):
-    data = make_splits(load_mnist(tiny_mnist_dir, verify=False), subset=300)
+    data = make_splits(load_dataset(tiny_mnist_dir, verify=False), subset=300)
     seen = {}
     result = run_bench(ARCH, Recipe(batch_size=64), data, tiny_mnist_dir, torch.device("cpu"), "fp32",
                        on_batch=lambda path, n: seen.__setitem__(path, seen.get(path, 0) + n))

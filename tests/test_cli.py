@@ -2,9 +2,7 @@
 
 import json
 import os
-import re
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -107,60 +105,6 @@ def test_bench_needs_data_dir():
     env_free = {k: v for k, v in os.environ.items() if k != "NAS_DATA_DIR"}
     proc = subprocess.run([command("nas-bench"), "--device", "cpu"], capture_output=True, text=True, env=env_free)
     assert_one_line_error(proc, "nas-bench needs --data-dir")
-
-
-def test_search_resume_retrain_and_export_end_to_end(real_mnist_dir, tmp_path):
-    storage = f"sqlite:///{tmp_path}/s.db"
-    common = ["--storage", storage, "--study", "e2e", "--data-dir", str(real_mnist_dir), "--device", "cpu"]
-    out = run("nas-search", "--trials", "3", "--epochs", "1", "--rungs", "1x100", "--finalists", "1", "--promote", "2",
-              "--subset", "300", "--holdout", "500", *common).stdout
-    assert "plan:" in out and "rung 0 (screening, 1 ep x 100 img" in out and "this run: trained 4" in out
-    assert "best trial:" in out and f"optuna-dashboard {storage}" in out
-    assert f"nas-export --storage {storage} --study e2e" in out and "nas-train --storage" in out
-    again = run("nas-search", "--trials", "1", *common).stdout  # resumes with the study's own settings
-    assert "resumed" in again and "1 ep x 100 img" in again
-    refused = run("nas-search", "--trials", "2", "--budget", "8000", *common, ok=False)
-    assert_one_line_error(refused, "--budget: study 'e2e' was created with budget 20000, this run asks for 8000")
-    retrained = json.loads(run("nas-train", "--storage", storage, "--study", "e2e", "--trial", "best", "--seeds", "0,1",
-                               "--epochs", "1", "--subset", "500", "--data-dir", str(real_mnist_dir), "--json").stdout)
-    import optuna
-
-    trial = optuna.load_study(study_name="e2e", storage=storage).trials[retrained["trial"]]
-    assert trial.user_attrs["retrain_test_acc"] == retrained["test_acc"] and trial.user_attrs["retrain_seeds"] == [0, 1]
-    assert trial.user_attrs["retrain_mean"] == pytest.approx(retrained["mean"])
-    out = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "best"), "--epochs", "1",
-              "--data-dir", str(real_mnist_dir), "--device", "cpu").stdout
-    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [".nas-export", "metrics.json", "model.onnx",
-                                                                      "model.pt", "model.pt2", "spec.json"]
-    assert re.search(r"model\.pt2 +1,000 test images: .* same class on 1,000/1,000: ok", out)
-    assert re.search(r"model\.onnx +1,000 test images: .* same class on 1,000/1,000: ok", out)
-    # The folder runs with plain PyTorch and onnxruntime, in a process where this package cannot be imported.
-    plain = r"""
-import gzip, sys
-sys.modules["nas"] = None
-import numpy as np, onnxruntime, torch
-raw = gzip.open(sys.argv[2] + "/t10k-images-idx3-ubyte.gz").read()
-images = np.frombuffer(raw, np.uint8, offset=16)[: 100 * 784].reshape(100, 1, 28, 28)
-labels = np.frombuffer(gzip.open(sys.argv[2] + "/t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)[:100]
-x = ((images.astype(np.float32) / 255 - 0.1307) / 0.3081)
-a = torch.export.load(sys.argv[1] + "/model.pt2").module()(torch.from_numpy(x)).argmax(1).numpy()
-b = onnxruntime.InferenceSession(sys.argv[1] + "/model.onnx").run(None, {"image": x})[0].argmax(1)
-print(int((a == b).sum()), int((a == labels).sum()))
-"""
-    same, correct = map(int, subprocess.run([sys.executable, "-c", plain, str(tmp_path / "best"), str(real_mnist_dir)],
-                                            capture_output=True, text=True, check=True).stdout.split())
-    assert same == 100 and correct > 50  # the same answer from both formats on 100 real test images
-    metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
-    assert metrics["retrained"] is True and metrics["epochs"] == 1 and metrics["source"]["study"] == "e2e"
-    stored = run("nas-export", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "stored"),
-                 "--no-retrain", "--data-dir", str(real_mnist_dir)).stdout
-    assert "not retrained" in stored and "training" not in stored.split("\n")[0]
-    assert json.loads((tmp_path / "stored" / "metrics.json").read_text())["retrained"] is False
-    assert_one_line_error(run("nas-export", "--storage", storage, "--study", "nope", "--out", str(tmp_path / "x"),
-                              ok=False), "no study 'nope'")
-    report = run("nas-report", "--storage", storage, "--study", "e2e", "--out", str(tmp_path / "r.html"),
-                 "--csv", str(tmp_path / "t.csv")).stdout
-    assert "figures" in report and (tmp_path / "r.html").stat().st_size > 1_000_000
 
 
 def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_copied(tmp_path, real_mnist_dir):

@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nas.engine.data import load_mnist, make_splits
+from nas.engine.data import load_dataset, make_splits
 from nas.engine.augment import random_affine
 from nas.engine.device import resolve_device
 from nas.engine.optim import make_scheduler
@@ -18,7 +18,7 @@ FAST = Recipe(lr=0.05, batch_size=64, epochs=2)
 
 @pytest.fixture
 def splits(tiny_mnist_dir):
-    return make_splits(load_mnist(tiny_mnist_dir, verify=False), holdout=200, seed=0)
+    return make_splits(load_dataset(tiny_mnist_dir, verify=False), holdout=200, seed=0)
 
 
 def test_a_real_tiny_training_run_learns(splits):

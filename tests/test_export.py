@@ -12,7 +12,7 @@ import torch
 from nas.results import export as export_module
 from nas.arch.builder import build_model
 from nas.errors import SettingError
-from nas.engine.data import load_mnist, make_splits
+from nas.engine.data import load_dataset, make_splits
 from nas.engine.trainer import accuracy, train
 from nas.results.export import check_destination, export_folder, ExportError, FILES, load_model, MARK
 from nas.system import atomic_write
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     from conftest import write_mnist
 
     folder = write_mnist(tmp_path_factory.mktemp("m") / "mnist")
-    data = make_splits(load_mnist(folder, verify=False))
+    data = make_splits(load_dataset(folder, verify=False))
     candidate = load_preset("ref-10066")
     result = train(candidate.arch, candidate.recipe.compressed(1), data, "cpu", seed=3)
     return candidate, result.model, data, folder
@@ -43,6 +43,8 @@ def test_the_folder_holds_five_checked_files_with_ordinary_permissions(trained, 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["input"]["mean"] == 0.1307 and metrics["input"]["std"] == 0.3081
     assert "log-probabilities" in metrics["output"]["meaning"] and metrics["parity"]["model.onnx"]["same_class"] == 200
+    latency = metrics["latency"]  # what a deployer pays: onnxruntime, one image, one thread
+    assert latency == result.latency and latency["batch"] == 1 and 0 < latency["median_ms"] <= latency["p90_ms"]
     assert Candidate.from_json((out / "spec.json").read_text()).arch == candidate.arch
     payload = torch.load(out / "model.pt", weights_only=True)
     assert payload["input"]["preprocess"].startswith("x = (image / 255") and payload["metrics"]["params"] == 10066

@@ -16,7 +16,7 @@ def bench_main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nas.engine.bench import run_bench
-    from nas.engine.data import load_mnist, make_splits
+    from nas.engine.data import load_dataset, make_splits
     from nas.engine.device import resolve_device, resolve_precision
 
     candidate = load_candidate(args)
@@ -26,7 +26,7 @@ def bench_main(args: argparse.Namespace) -> int:
     if not args.data_dir:
         raise ValueError("nas-bench needs --data-dir DIR (or NAS_DATA_DIR), a folder with the four MNIST files: "
                          "the classic loop reads the same files through torchvision")
-    data = make_splits(load_mnist(args.data_dir), subset=args.subset)
+    data = make_splits(load_dataset(args.data_dir), subset=args.subset)
     n = len(data.train_labels)
     print(f"{candidate.name}: one epoch of {n:,} images, batch {candidate.recipe.batch_size}, "
           f"rotation {candidate.recipe.rotation:g}, translate {candidate.recipe.translate:g}, device {device}, "

@@ -104,7 +104,8 @@ def retrained(args: argparse.Namespace, source: Source, data: Any, seed: int) ->
     bar.close()
     if result.stopped:
         raise ValueError(f"training did not finish ({result.stopped}); nothing written")
-    return result.model, {"weights": "retrained on all 60,000 training images", "retrained": True, "seed": seed,
+    return result.model, {"weights": f"retrained on all {len(data.train_labels):,} training images", "retrained": True,
+                          "seed": seed,
                           "epochs": recipe.epochs, "precision": precision, "test_acc": result.test_acc}
 
 
@@ -119,8 +120,8 @@ def check_export_paths(args: argparse.Namespace, out: Path) -> None:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    from nas.engine.data import load_mnist, make_splits
-    from nas.results.export import PARITY_IMAGES, check_destination, export_folder
+    from nas.engine.data import load_dataset, make_splits
+    from nas.results.export import LATENCY_RUNS, PARITY_IMAGES, check_destination, export_folder
     from nas.search.record import TrialRecord
     from nas.search.storage import redact
     from nas.arch.builder import count_flops, count_params
@@ -136,7 +137,8 @@ def export_main(args: argparse.Namespace) -> int:
     check_seed(seed)
     if args.epochs is not None:
         source.candidate = replace(source.candidate, recipe=source.candidate.recipe.compressed(check_epochs(args.epochs)))
-    data = make_splits(load_mnist(args.data_dir))  # all 60,000 training images; the test set checks the formats
+    # All the training images (or the first --subset, for a quick look); the test set checks the formats.
+    data = make_splits(load_dataset(args.data_dir), subset=args.subset)
     candidate = source.candidate
     metrics: dict[str, Any] = {"name": candidate.name, "params": count_params(candidate.arch),
                                "flops": count_flops(candidate.arch), "source": source.where}
@@ -149,9 +151,12 @@ def export_main(args: argparse.Namespace) -> int:
         model, trained = retrained(args, source, data, seed)
     metrics.update(trained, settings={k: (redact(v) if k == "storage" and v else v) for k, v in vars(args).items()},
                    versions=versions())
-    result = export_folder(model, candidate, metrics, out, data.test_images[:PARITY_IMAGES], force=args.force)
+    result = export_folder(model, candidate, metrics, out, data.test_images[:PARITY_IMAGES], force=args.force,
+                           info=data.info)
     for p in result.parity:
         print(p.line())
+    print(f"onnxruntime, batch 1, one thread: {result.latency['median_ms']:.3f} ms per image (median of "
+          f"{LATENCY_RUNS}; {result.latency['cpu']})")
     print(f"final-epoch test acc {trained['test_acc']:.2%}; wrote {out}/: model.pt, model.pt2, model.onnx, spec.json, "
           "metrics.json")
     print(f"  load: torch.export.load('{out}/model.pt2').module(), or onnxruntime.InferenceSession('{out}/model.onnx')")
@@ -173,7 +178,7 @@ def export_winner(study: Any, trial: Any, out: Path, storage: str, artifacts: st
                "source": {"storage": redact(storage), "study": study.study_name, "trial": trial.number},
                "search_val_acc": r.val_acc, "search_test_acc": r.test_acc, "search_fidelity": r.fidelity, **trained,
                "versions": versions()}
-    export_folder(model, candidate, metrics, out, data.test_images[:PARITY_IMAGES], force=True)
+    export_folder(model, candidate, metrics, out, data.test_images[:PARITY_IMAGES], force=True, info=data.info)
     return trained["test_acc"]
 
 
@@ -201,4 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     add_device_args(parser)
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the four MNIST files")
     parser.add_argument("--seed", type=int, help="default: the trial's seed (0 for a preset or spec)")
+    parser.add_argument("--subset", type=int, metavar="N", help="retrain on the first N training images only (a quick "
+                        "look; metrics.json says so)")
     return run_cli("nas-export", export_main, parser, argv)

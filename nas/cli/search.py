@@ -81,8 +81,11 @@ def config_of(args: argparse.Namespace) -> Any:
         settings["budgets"] = parse_budgets(settings["budgets"])
     if args.no_references:
         settings["references"] = False
+    timeout = timeout_of(args)
+    if timeout is not None:  # the report and model files are written within the time asked, after the search
+        timeout = max(1.0, timeout - take_away_seconds(args, settings.get("budgets", ())))
     return SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,
-                        trials=args.trials, timeout=timeout_of(args), sampler=args.sampler, pruner=args.pruner,
+                        trials=args.trials, timeout=timeout, sampler=args.sampler, pruner=args.pruner,
                         jobs=args.jobs, threads=args.threads, artifacts=args.artifacts, seed=args.seed,
                         device=args.device, precision=args.precision, data_dir=args.data_dir)
 
@@ -105,8 +108,8 @@ def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
           + f" | sampler {config.sampler}, pruner {config.pruner_for(s)} | jobs {config.jobs} | "
           f"device {search.device}, {precision} | seed {config.seed} | run {search.run_id}")
     print("plan:")
-    for line in plan_lines(search.rungs, estimate, len(search.data.val_labels), config.jobs, config.stop_on_trials,
-                           config.timeout):
+    for line in plan_lines(search.rungs, estimate.rates, len(search.data.val_labels), config.jobs,
+                           config.stop_on_trials, config.timeout, estimate.bands):
         print(line)
     sys.stdout.flush()
 
@@ -142,6 +145,14 @@ def search_main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 128 + int(summary.signal)
     return 0
+
+
+REPORT_SECONDS, EXPORT_SECONDS = 10, 25  # writing the report; one export folder (two programs checked)
+
+
+def take_away_seconds(args: argparse.Namespace, budgets: tuple[int, ...] = ()) -> float:
+    """What writing the report and the model files at the end takes, kept out of the search's time."""
+    return REPORT_SECONDS * bool(args.report) + EXPORT_SECONDS * bool(args.export) * max(1, len(budgets))
 
 
 def export_folders(args: argparse.Namespace, summary: Any = None, budgets: tuple[int, ...] = ()) -> list[tuple[Path, Any]]:
@@ -187,9 +198,9 @@ def take_away(args: argparse.Namespace, config: Any, summary: Any) -> None:
         print(f"\nreport: {args.report} ({figures} figures, opens offline)")
     if args.export:
         from nas.cli.export import export_winner
-        from nas.engine.data import load_mnist, make_splits
+        from nas.engine.data import load_dataset, make_splits
 
-        data = make_splits(load_mnist(config.data_dir, verify=config.verify_data))
+        data = make_splits(load_dataset(config.data_dir, verify=config.verify_data))
         for folder, trial in export_folders(args, summary):
             if trial is None:
                 print(f"model files: none in {folder} (no full-fidelity winner there yet)")

@@ -30,7 +30,7 @@ def pick_candidate(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from nas.engine.data import load_mnist, make_splits
+    from nas.engine.data import load_dataset, make_splits
     from nas.engine.device import resolve_device, resolve_precision
     from nas.arch.builder import count_flops, count_params
 
@@ -48,7 +48,7 @@ def train_main(args: argparse.Namespace) -> int:
     recipe = replace(recipe, **{k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None})
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    data = make_splits(load_mnist(args.data_dir), args.holdout, args.subset, seeds[0]).to(device)
+    data = make_splits(load_dataset(args.data_dir), args.holdout, args.subset, seeds[0]).to(device)
     say = (lambda *a, **k: None) if args.json else print
     say(f"{candidate.name or 'spec'}: {count_params(candidate.arch):,} parameters, {count_flops(candidate.arch):,} "
         f"FLOPs | {recipe.optimizer} lr {recipe.lr:g}, batch {recipe.batch_size}, schedule {recipe.schedule}, "

@@ -10,11 +10,21 @@ import torch.nn.functional as F
 from nas.engine.data import MEAN, STD
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) or float in [0, 1] (N, 1, 28, 28) -> normalized float (N, 1, 28, 28)."""
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, S, S) or (N, C, S, S) -> float in [0, 1], (N, C, S, S)."""
+    images = images.unsqueeze(1) if images.dim() == 3 else images
+    return images.float().div_(255)
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...] = (MEAN,), std: tuple[float, ...] = (STD,)) -> torch.Tensor:
+    """uint8 images, or float ones in [0, 1] (N, C, S, S) -> normalized with the data set's per-channel
+    mean and std (MNIST's by default)."""
     if images.dtype == torch.uint8:
-        images = images.unsqueeze(1).float().div_(255)
-    return (images - MEAN) / STD
+        images = to_unit(images)
+    if len(mean) == 1:
+        return (images - mean[0]) / std[0]
+    shape = (1, len(mean), 1, 1)
+    return (images - images.new_tensor(mean).view(shape)) / images.new_tensor(std).view(shape)
 
 
 def random_affine(images: torch.Tensor, degrees: float, translate: float, generator: torch.Generator,

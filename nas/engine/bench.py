@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nas.engine.data import MEAN, OFFICIAL_FILES, STD, Splits, find_file
+from nas.engine.data import OFFICIAL_FILES, DataInfo, Splits, find_file
 from nas.engine.device import prepare_device, resolve_precision
 from nas.engine.optim import make_optimizer
 from nas.engine.trainer import train_epoch
@@ -63,10 +63,10 @@ def time_engine_epoch(arch: ArchSpec, recipe: Recipe, data: Splits, device: torc
     precision = resolve_precision(precision, device)
     warm = WARM_UP_BATCHES * recipe.batch_size  # the same steps as timed: real images, precision, layout
     train_epoch(model, optimizer, recipe, data.train_images[:warm], data.train_labels[:warm], generator,
-                precision=precision).item()
+                precision=precision, info=data.info).item()
     start = time.perf_counter()
     train_epoch(model, optimizer, recipe, data.train_images, data.train_labels, generator, on_batch=on_batch,
-                precision=precision).item()
+                precision=precision, info=data.info).item()
     return time.perf_counter() - start
 
 
@@ -84,7 +84,7 @@ def torchvision_root(data_dir: Path, workdir: Path) -> Path:
 
 def time_dataloader_epoch(arch: ArchSpec, recipe: Recipe, data_dir: Path, device: torch.device, seed: int = 0,
                           num_workers: int = 2, subset: int | None = None,
-                          on_batch: Callable[[int], None] | None = None) -> float:
+                          on_batch: Callable[[int], None] | None = None, info: DataInfo = DataInfo()) -> float:
     from torchvision import datasets, transforms
 
     steps = []
@@ -92,7 +92,7 @@ def time_dataloader_epoch(arch: ArchSpec, recipe: Recipe, data_dir: Path, device
         steps.append(transforms.RandomRotation(recipe.rotation))
     if recipe.translate:
         steps.append(transforms.RandomAffine(0, translate=(recipe.translate, recipe.translate)))
-    steps += [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
+    steps += [transforms.ToTensor(), transforms.Normalize(info.mean, info.std)]
     torch.manual_seed(seed)
     model = build_model(arch).to(device)
     optimizer = make_optimizer(model, recipe)
@@ -136,5 +136,6 @@ def run_bench(arch: ArchSpec, recipe: Recipe, data: Splits, data_dir: Path, devi
 
     subset = len(data.train_labels)
     engine = time_engine_epoch(arch, recipe, data, device, precision=precision, on_batch=progress("engine"))
-    dataloader = time_dataloader_epoch(arch, recipe, data_dir, device, subset=subset, on_batch=progress("dataloader"))
+    dataloader = time_dataloader_epoch(arch, recipe, data_dir, device, subset=subset, on_batch=progress("dataloader"),
+                                       info=data.info)
     return BenchResult(engine, dataloader, str(device), resolve_precision(precision, device))

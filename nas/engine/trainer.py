@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.engine.augment import normalize, random_affine
-from nas.engine.data import Splits
+from nas.engine.augment import normalize, random_affine, to_unit
+from nas.engine.data import DataInfo, Splits
 from nas.engine.device import eval_batch, prepare_device, resolve_precision
 from nas.engine.optim import make_optimizer, make_scheduler
 from nas.arch import ArchSpec, Recipe
@@ -55,12 +55,13 @@ class TrainResult:
 
 
 def check_fits(arch: ArchSpec, data: Splits) -> None:
-    """The spec must take the data's images (1 channel, their size) and score its 10 classes."""
-    size = data.train_images.shape[-1]
-    if (arch.in_channels, arch.in_size, arch.classes) != (1, size, 10):
+    """The spec must take the data's images (their channels and size) and score its classes."""
+    channels, size, classes = data.info.shape
+    if (arch.in_channels, arch.in_size, arch.classes) != (channels, size, classes):
+        name = "MNIST" if data.info.name == "mnist" else data.info.name
         raise ValueError(f"the spec takes {arch.in_channels}-channel {arch.in_size}x{arch.in_size} images and scores "
-                         f"{arch.classes} classes, but MNIST images are 1-channel {size}x{size} with 10 classes; "
-                         f"set in_channels 1, in_size {size} and classes 10")
+                         f"{arch.classes} classes, but {name} images are {channels}-channel {size}x{size} with "
+                         f"{classes} classes; set in_channels {channels}, in_size {size} and classes {classes}")
 
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # precisions that run the forward pass in autocast
@@ -70,13 +71,17 @@ EpochCallback = Callable[[EpochMetrics], "bool | None"]
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None) -> float:
-    """Fraction of images classified correctly, counted on the device and read once."""
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
+             info: DataInfo = DataInfo(), between: Callable[[], None] | None = None) -> float:
+    """Fraction of images classified correctly, counted on the device and read once; ``between`` runs
+    before each batch (a caller's chance to stop: a signal need not wait for the whole evaluation)."""
     model.eval()
     batch_size = batch_size or eval_batch(images.device)
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     for start in range(0, len(labels), batch_size):
-        x = normalize(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
+        if between is not None:
+            between()
+        x = normalize(images[start:start + batch_size], info.mean, info.std).contiguous(memory_format=torch.channels_last)
         correct += (model(x).argmax(1) == labels[start:start + batch_size]).sum()
     return correct.item() / len(labels)
 
@@ -85,7 +90,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Reci
                 labels: torch.Tensor, generator: torch.Generator,
                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, per_batch: bool = False,
                 on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
-                scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+                scaler: torch.amp.GradScaler | None = None, info: DataInfo = DataInfo()) -> torch.Tensor:
     """One pass over the training images; returns the summed loss as a device tensor (no sync).
     ``precision`` bf16 or fp16 runs the forward pass in autocast (fp16 with ``scaler``'s loss scaling)."""
     model.train()
@@ -95,10 +100,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Reci
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(labels), recipe.batch_size):
         idx = order[start:start + recipe.batch_size]
-        x = images[idx].unsqueeze(1).float().div_(255)
+        x = to_unit(images[idx])
         if augment:
             x = random_affine(x, recipe.rotation, recipe.translate, generator, recipe.scale)
-        x = normalize(x).contiguous(memory_format=torch.channels_last)
+        x = normalize(x, info.mean, info.std).contiguous(memory_format=torch.channels_last)
         y = labels[idx]
         with torch.autocast(device.type, dtype=AUTOCAST.get(precision, torch.float32), enabled=precision in AUTOCAST):
             # The model outputs log-probabilities; cross_entropy's log_softmax leaves them unchanged,
@@ -125,14 +130,16 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Reci
 def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | str = "cpu", seed: int = 0,
           on_epoch: EpochCallback | None = None, test_every_epoch: bool = False,
           on_batch: Callable[[int], None] | None = None, precision: str = "auto",
-          val_every_epoch: bool = True, evaluate_test: bool = True, ranking_only: bool = False) -> TrainResult:
+          val_every_epoch: bool = True, evaluate_test: bool = True, ranking_only: bool = False,
+          between: Callable[[], None] | None = None) -> TrainResult:
     """Train ``arch`` with ``recipe`` for ``recipe.epochs`` epochs on ``data``.
 
     Calls ``on_epoch`` after every epoch; if it returns True, training stops there. A non-finite
     training loss also stops training, with the reason in ``TrainResult.stopped``. The test set
     is evaluated after the last epoch run (and after every epoch with ``test_every_epoch``); the
     validation split after every epoch, or with ``val_every_epoch=False`` after the last only;
-    ``evaluate_test=False`` leaves the test set alone (screening runs never report it).
+    ``evaluate_test=False`` leaves the test set alone (screening runs never report it). ``between``
+    runs before every evaluation batch (``on_batch`` after every training batch).
     Same seed, same device, same precision and same data give the same result on the CPU.
     """
     check_fits(arch, data)
@@ -151,13 +158,15 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
     for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
         loss_sum = train_epoch(model, optimizer, recipe, data.train_images, data.train_labels, generator,
-                               scheduler, per_batch, on_batch, precision, scaler)
+                               scheduler, per_batch, on_batch, precision, scaler, data.info)
         train_loss = loss_sum.item() / len(data.train_labels)
         finite = math.isfinite(train_loss)
         trained = time.perf_counter()
         validate = data.val_images is not None and (val_every_epoch or epoch == recipe.epochs)
-        val_acc = accuracy(model, data.val_images, data.val_labels) if validate else None
-        test_acc = accuracy(model, data.test_images, data.test_labels) if test_every_epoch else None
+        val_acc = accuracy(model, data.val_images, data.val_labels, info=data.info, between=between) \
+            if validate else None
+        test_acc = accuracy(model, data.test_images, data.test_labels, info=data.info, between=between) \
+            if test_every_epoch else None
         end = time.perf_counter()
         metrics = EpochMetrics(epoch, train_loss, val_acc, test_acc, end - start, end - trained)
         result.epochs.append(metrics)
@@ -172,7 +181,7 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
     if last.test_acc is not None:
         result.test_acc = last.test_acc
     elif evaluate_test:
-        result.test_acc = accuracy(model, data.test_images, data.test_labels)
+        result.test_acc = accuracy(model, data.test_images, data.test_labels, info=data.info, between=between)
     return result
 
 
@@ -189,10 +198,11 @@ def time_steps(candidate, data: Splits, device: torch.device | str = "cpu", step
     precision = resolve_precision(precision, device)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     train_epoch(model, optimizer, recipe, images[: 2 * recipe.batch_size], labels[: 2 * recipe.batch_size],
-                generator, precision=precision, scaler=scaler).item()  # warm-up
+                generator, precision=precision, scaler=scaler, info=data.info).item()  # warm-up
     start = time.perf_counter()
-    train_epoch(model, optimizer, recipe, images, labels, generator, precision=precision, scaler=scaler).item()
+    train_epoch(model, optimizer, recipe, images, labels, generator, precision=precision, scaler=scaler,
+                info=data.info).item()
     train_us = 1e6 * (time.perf_counter() - start) / n
     start = time.perf_counter()
-    accuracy(model, images, labels)
+    accuracy(model, images, labels, info=data.info)
     return train_us, 1e6 * (time.perf_counter() - start) / n

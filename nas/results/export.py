@@ -25,18 +25,29 @@ from typing import Any
 import torch
 
 from nas.engine.augment import normalize
-from nas.engine.data import MEAN, STD
+from nas.engine.data import DataInfo
 from nas.errors import SettingError
 from nas.arch import Candidate
 from nas.arch.builder import build_model
 from nas.arch.layers import Net
 from nas.system import pid_alive, umask
 
-INPUT = {"image": "28x28 grayscale, uint8 (0 = black background, 255 = white ink), as in MNIST",
-         "tensor": "float32, shape (N, 1, 28, 28), NCHW; N is free (dynamic batch)",
-         "preprocess": f"x = (image / 255 - {MEAN}) / {STD}", "mean": MEAN, "std": STD}
-OUTPUT = {"tensor": "float32, shape (N, 10)",
-          "meaning": "log-probabilities (log_softmax) of the digits 0-9; argmax is the predicted digit"}
+def contract(info: DataInfo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the exported model takes and gives, for the data set it was trained on."""
+    c, s, k = info.shape
+    mean, std = (info.mean[0], info.std[0]) if len(info.mean) == 1 else (list(info.mean), list(info.std))
+    what = "grayscale" if c == 1 else f"{c}-channel"
+    image = f"{s}x{s} {what}, uint8 (0 = black background, 255 = white ink)" + (", as in MNIST" if info.name ==
+                                                                                  "mnist" else "")
+    inputs = {"image": image, "tensor": f"float32, shape (N, {c}, {s}, {s}), NCHW; N is free (dynamic batch)",
+              "preprocess": f"x = (image / 255 - {mean}) / {std}", "mean": mean, "std": std, "data": info.name}
+    classes = "the digits 0-9" if info.name == "mnist" else f"the {k} classes"
+    outputs = {"tensor": f"float32, shape (N, {k})",
+               "meaning": f"log-probabilities (log_softmax) of {classes}; argmax is the predicted class"}
+    return inputs, outputs
+
+
+INPUT, OUTPUT = contract(DataInfo())  # MNIST's
 TOLERANCE = 1e-4  # max abs difference of the log-probabilities against the PyTorch module
 FILES = ("model.pt", "model.pt2", "model.onnx", "spec.json", "metrics.json")
 PARITY_IMAGES = 1000  # test images every exported format is checked on against PyTorch
@@ -67,6 +78,7 @@ class Parity:
 class ExportResult:
     folder: Path
     parity: list[Parity] = field(default_factory=list)
+    latency: dict[str, Any] = field(default_factory=dict)
 
 
 def recover_interrupted(out: Path) -> None:
@@ -118,13 +130,14 @@ def check_destination(out: Path, force: bool, name: str = "out") -> None:
 
 
 def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out: Path, check_images: torch.Tensor,
-                  force: bool = False) -> ExportResult:
+                  force: bool = False, info: DataInfo = DataInfo()) -> ExportResult:
     """Write the five files into ``out`` after checking every format on ``check_images`` (uint8,
     N x 28 x 28, real test images)."""
     out = Path(out)
     check_destination(out, force)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
-    x = normalize(check_images.cpu()).contiguous()
+    x = normalize(check_images.cpu(), info.mean, info.std).contiguous()
+    inputs, outputs = contract(info)
     with torch.inference_mode():
         reference = model(x)
     out.parent.mkdir(parents=True, exist_ok=True)  # staging beside it: the last move is a rename, not a copy
@@ -136,11 +149,12 @@ def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out
         bad = [p for p in parity if not p.ok]
         if bad:
             raise ExportError(f"{bad[0].format} disagrees with the PyTorch model ({bad[0].line()}); nothing written")
-        metrics = {**metrics, "input": INPUT, "output": OUTPUT,
+        metrics = {**metrics, "input": inputs, "output": outputs,
                    "parity": {p.format: {"images": p.images, "max_abs_diff": p.max_abs_diff,
-                                         "same_class": p.same_class} for p in parity}}
+                                         "same_class": p.same_class} for p in parity},
+                   "latency": onnx_latency(staging / "model.onnx", x[:1].numpy())}
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        torch.save({"spec": candidate.to_dict(), "state_dict": state, "input": INPUT, "output": OUTPUT,
+        torch.save({"spec": candidate.to_dict(), "state_dict": state, "input": inputs, "output": outputs,
                     "metrics": metrics}, staging / "model.pt")
         (staging / "spec.json").write_text(candidate.to_json(pretty=True))
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -151,7 +165,7 @@ def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportResult(out, parity)
+    return ExportResult(out, parity, metrics["latency"])
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -205,6 +219,44 @@ def _write_onnx(model: Net, x: torch.Tensor, reference: torch.Tensor, path: Path
     return _compare("model.onnx", session.run(None, {"image": x.numpy()})[0], reference)
 
 
+LATENCY_RUNS = 200  # batch-1 inferences timed (after 20 untimed)
+
+
+def onnx_latency(path: Path, image: Any) -> dict[str, Any]:
+    """What a deployer pays per image: onnxruntime on one CPU thread, batch 1, median and 90th percentile
+    over ``LATENCY_RUNS`` runs, in milliseconds (on the machine that exported it: see ``cpu``)."""
+    import statistics
+    import time
+
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(20):
+        session.run(None, {"image": image})
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        session.run(None, {"image": image})
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"batch": 1, "threads": 1, "runtime": f"onnxruntime {onnxruntime.__version__}",
+            "median_ms": round(statistics.median(times), 4), "p90_ms": round(times[int(0.9 * len(times))], 4),
+            "cpu": cpu_name()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as figures should record it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def load_model(path: str | Path) -> tuple[Net, dict[str, Any]]:
     """Rebuild an exported model (eval mode) from ``model.pt``; returns it and the file's other entries."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -226,6 +278,6 @@ def stored_model(study: Any, trial: Any, artifacts: Path, data: Any) -> tuple[Ne
     trained = find_trial(study, r.duplicate_of) if r.outcome == "duplicate" else trial
     model = build_model(candidate_of(trial).arch)
     model.load_state_dict(load_weights(trained, study._storage, artifacts))
-    test_acc = accuracy(model.eval(), data.test_images, data.test_labels)
+    test_acc = accuracy(model.eval(), data.test_images, data.test_labels, info=data.info)
     return model, {"weights": "the trial's own weights from the search (trained without the validation images)",
                    "retrained": False, "seed": r.seed, "epochs": r.epochs, "test_acc": test_acc}

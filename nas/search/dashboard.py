@@ -39,7 +39,7 @@ def trial_note(trial: FrozenTrial) -> str:
         lines.append(f"**Promoted** to the next rung as its trial {r.promoted_to}.")
     if r.retrain_test_acc:
         accs = ", ".join(f"{a:.2%}" for a in r.retrain_test_acc)
-        lines.append(f"**Retrained** on all 60,000 training images, {r.retrain_epochs} epochs, seeds "
+        lines.append(f"**Retrained** on all training images, {r.retrain_epochs} epochs, seeds "
                      f"{r.retrain_seeds}: test {accs}; mean {r.retrain_mean:.2%} ± {r.retrain_std:.2%}.")
     if r.reason and r.outcome not in ("rejected",):
         lines.append(f"Note: {r.reason}")

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas.engine.data import Splits, load_mnist, make_splits
+from nas.engine.data import Splits, load_dataset, make_splits
 from nas.engine.device import resolve_device
 from nas.errors import SettingError
 from nas.search.context import Search
@@ -28,6 +28,7 @@ from nas.space.audit import audit
 from nas.space.space import SearchSpace, space_file
 
 OBJECTIVE_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "flops": "FLOPs"}
+MNIST_SHAPE = (1, 28, 10)  # channels, size, classes of the data the references were designed for
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
-def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.storages.BaseStorage) -> bool:
+def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.storages.BaseStorage,
+                     shape: tuple[int, int, int] = MNIST_SHAPE) -> bool:
     """Make the search's studies, settings and queued references, completing whatever a killed
     run left half-made; nothing twice (under the storage lock). Returns whether it was new."""
     directions = [OBJECTIVES[o] for o in opened.settings.objectives]
@@ -107,7 +109,7 @@ def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.stora
                                                                                    objectives[1:])])
                 study.set_user_attr(RUNG_ATTR, {"search": opened.name, "rung": rung.index, "fidelity": rung.label,
                                              "keeps": rung.keep or "open"})
-        if opened.settings.references:
+        if opened.settings.references and shape == MNIST_SHAPE:  # the references are MNIST networks
             first = find_study(storage, rungs[0].study_name)
             queued = {TrialRecord.of(t).name for t in first.get_trials(deepcopy=False)}
             for ref_name in opened.space.references:
@@ -118,7 +120,7 @@ def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.stora
 
 def load_data(config: SearchConfig, settings: StudySettings) -> Splits:
     """The search's data split (seeded, the same for every run and machine), on the run's device."""
-    data = make_splits(load_mnist(config.data_dir, verify=config.verify_data), settings.holdout, settings.subset, seed=0)
+    data = make_splits(load_dataset(config.data_dir, verify=config.verify_data), settings.holdout, settings.subset, seed=0)
     return data.to(resolve_device(config.device))
 
 
@@ -151,15 +153,53 @@ def screened_trials(config: SearchConfig, opened: Opened) -> list[FrozenTrial]:
 
 def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str) -> Rates | None:
     """Seconds a typical candidate takes: measured in the study when it has screened some, else
-    from a few timed steps of the references."""
+    from a few timed steps of the references (of random candidates, on data of another shape)."""
     measured = [Rates.of(TrialRecord.of(t)) for t in screened]
     measured = [r for r in measured if r is not None]
     if measured:
         return Rates(sum(r.train_us for r in measured) / len(measured), sum(r.eval_us for r in measured) / len(measured))
     from nas.engine.trainer import time_steps
 
-    names = list(space.references)[:3]
-    if not names:
+    if data.info.shape == MNIST_SHAPE:
+        candidates = [space.reference(n) for n in list(space.references)[:3]]
+    else:
+        probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        candidates = [space.sample(probe.ask(), data.info.shape) for _ in range(3)]
+    if not candidates:
         return None
-    rates = [time_steps(space.reference(n), data, device) for n in names]
+    rates = [time_steps(c, data, device) for c in candidates]
     return Rates(sum(r[0] for r in rates) / len(rates), sum(r[1] for r in rates) / len(rates))
+
+
+PROBES_PER_BAND = 2  # random candidates timed per budget band before anything is screened
+PROBE_PROPOSALS = 2000  # random proposals at most to find them (every band has some in a space that fits it)
+
+
+def band_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str,
+               buckets: tuple[int, ...]) -> list[Rates] | None:
+    """A front search's typical rates per budget band: measured on the band's screened candidates
+    where there are some, else from a few timed steps of random candidates of the space in the band."""
+    if len(buckets) <= 1:
+        return None
+    from nas.arch.builder import count_params
+    from nas.engine.trainer import time_steps
+    from nas.search.plan import mean_rates
+    from nas.search.rungs import bucket_of
+
+    bands: list[list[Rates]] = [[] for _ in buckets]
+    for t in screened:
+        r = TrialRecord.of(t)
+        if Rates.of(r) is not None and r.params is not None and r.params < buckets[-1]:
+            bands[bucket_of(r.params, buckets)].append(Rates.of(r))
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(PROBE_PROPOSALS):
+        if all(bands):
+            break
+        trial = probe.ask()
+        candidate = space.sample(trial, data.info.shape)
+        probe.tell(trial, 0.0)
+        params = count_params(candidate.arch)
+        band = bucket_of(params, buckets)
+        if params < buckets[-1] and len(bands[band]) < PROBES_PER_BAND:
+            bands[band].append(Rates(*time_steps(candidate, data, device)))
+    return [mean_rates(b) for b in bands] if all(bands) else None

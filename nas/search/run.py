@@ -20,8 +20,8 @@ from nas.engine.data import Splits, data_files
 from nas.engine.device import resolve_device, resolve_precision
 from nas.search.artifacts import check_run_paths
 from nas.search.context import Search
-from nas.search.opening import (Opened, attach, create_or_finish, estimate_rates, load_data, read_search,
-                                screened_trials)
+from nas.search.opening import (Opened, attach, band_rates, create_or_finish, estimate_rates, load_data,
+                                read_search, screened_trials)
 from nas.search.plan import Rates, fit_rungs
 from nas.search.processes import run_processes
 from nas.search.progress import QuietReporter, Reporter
@@ -91,7 +91,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     with storage_errors(config.storage):
         opened, data, rungs, estimate = prepare(config)
         storage = make_storage(config.storage)
-        new = create_or_finish(config, opened, storage)
+        new = create_or_finish(config, opened, storage, data.info.shape)
         if not new and not opened.exists:  # another run made the study meanwhile: its settings rule
             opened, data, rungs, estimate = prepare(config)
         run_id = uuid.uuid4().hex[:12]
@@ -109,20 +109,31 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
         return work(config, opened, search, trials_before, reporter or QuietReporter(), new, command)
 
 
-def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Rates | None]:
+@dataclass(frozen=True)
+class Estimate:
+    """What a typical candidate costs before this run has screened any: overall, and per budget band."""
+
+    rates: Rates | None
+    bands: list[Rates] | None = None
+
+
+def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]:
     """Read the search, check what the run needs and plan its rungs, writing nothing."""
     opened = read_search(config)
     device = resolve_device(config.device)  # a wrong device fails before anything is written
     resolve_precision(config.precision, "cpu")
     data = load_data(config, opened.settings)  # and so do bad data files
+    opened.space.check_size(data.info.size)  # and a space whose pools do not fit the images
     inputs = {"search space": Path(opened.space.path) if opened.space.path else None, **data_files(config.data_dir)}
     check_run_paths(config.storage, config.artifacts, inputs)  # and outputs that cannot be written
     if device.type == "cpu":
         torch.set_num_threads(worker_threads(config.jobs, config.threads))
-    estimate = estimate_rates(screened_trials(config, opened), opened.space, data, str(device))
+    screened = screened_trials(config, opened)
+    estimate = estimate_rates(screened, opened.space, data, str(device))
+    bands = band_rates(screened, opened.space, data, str(device), opened.settings.buckets) if config.timeout else None
     rungs = fit_rungs(opened.settings.make_rungs(opened.name), estimate, len(data.val_labels), config.jobs,
-                      config.timeout)  # and a time too short for one finalist
-    return opened, data, rungs, estimate
+                      config.timeout, bands=bands)  # and a time too short for one finalist
+    return opened, data, rungs, Estimate(estimate, bands)
 
 
 def work(config: SearchConfig, opened: Opened, search: Search, trials_before: int, reporter: Reporter, new: bool,

@@ -111,7 +111,7 @@ class TrialRunner:
     def _propose(self, trial: optuna.Trial, rung: Rung, record: TrialRecord) -> tuple[Candidate | None, int]:
         """Sample the candidate, store it and its size, and check the budget (None: rejected)."""
         s = self.search
-        sampled = s.space.sample(trial)
+        sampled = s.space.sample(trial, s.data.info.shape)
         candidate = Candidate(sampled.arch, sampled.recipe.compressed(rung.epochs), record.name)
         write_candidate(trial, candidate)
         verdict = check_budget(candidate.arch, s.settings.budget)
@@ -136,7 +136,7 @@ class TrialRunner:
         curve = rung.final or bool(record.name)
         data = s.data_for(rung)
         result = train(candidate.arch, candidate.recipe, data, s.device, seed,
-                       on_epoch=self._on_epoch(trial, rung, progress, curve), on_batch=lambda n: check_signal(),
+                       on_epoch=self._on_epoch(trial, rung, progress, curve), on_batch=lambda n: check_signal(), between=check_signal,
                        precision=self.precision, val_every_epoch=curve, evaluate_test=rung.final,
                        ranking_only=not rung.final)
         last = result.epochs[-1]

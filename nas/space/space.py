@@ -99,7 +99,7 @@ ROLE_KINDS: dict[str, str] = {
 }
 # Roles added after space files were written: a file that leaves one out gets this fixed value.
 OPTIONAL_ROLES: dict[str, Any] = {"separable": False, "bn_affine": True, "scale": 0.0}
-IN_CHANNELS, IN_SIZE, CLASSES = 1, 28, 10
+IN_SIZE = 28  # a file is checked against MNIST's size when it loads, and against the data's when a search opens
 MAX_SPACE_BYTES = 200_000
 
 
@@ -289,15 +289,20 @@ class SearchSpace:
 
     def _check_family(self) -> None:
         """Refuse spaces whose family could produce an unbuildable network."""
-        a = self.arch
         for role in ("stages", "convs", "channels", "transition_channels"):
-            if min(values_of(a[role])) < 1:
+            if min(values_of(self.arch[role])) < 1:
                 raise ValueError(f"{role} must be at least 1")
+        self.check_size(IN_SIZE)
+
+    def check_size(self, size: int) -> None:
+        """Every network of the family fits a ``size`` x ``size`` image (its max-pools and head)."""
+        a = self.arch
         max_pools = max(values_of(a["stages"])) - 1 + int(True in values_of(a["head_pool"]))
         head_need = 3 if "conv3x3_gap" in values_of(a["head"]) else 1
-        if IN_SIZE < head_need * 2**max_pools:
-            raise ValueError(f"up to {max_pools} max-pools{' and a 3x3 head' if head_need == 3 else ''} "
-                             f"do not fit a {IN_SIZE}x{IN_SIZE} image; allow fewer stages")
+        if size < head_need * 2**max_pools:
+            raise ValueError(f"search space {self.name}: up to {max_pools} max-pools"
+                             f"{' and a 3x3 head' if head_need == 3 else ''} do not fit a {size}x{size} image; "
+                             "allow fewer stages")
 
     def sample(self, trial: optuna.trial.BaseTrial, shape: tuple[int, int, int] = (1, 28, 10)) -> Candidate:
         """Sample one candidate (architecture and recipe) by asking ``trial`` for each choice."""

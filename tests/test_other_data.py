@@ -1,0 +1,32 @@
+"""Any IDX data set in MNIST's file layout: images of another size and another number of classes search,
+train and export through the commands, the shapes and normalization taken from the files."""
+
+import json
+import subprocess
+
+from conftest import command, write_mnist
+
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"}
+
+
+def run(*args):
+    proc = subprocess.run([command(args[0]), *args[1:]], capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_24x24_five_class_data_set_searches_trains_and_exports(tmp_path):
+    data = write_mnist(tmp_path / "shapes", n_train=700, n_test=200, size=24, classes=5)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    common = ["--storage", storage, "--study", "shapes", "--data-dir", str(data), "--device", "cpu"]
+    out = run("nas-search", *common, "--trials", "3", "--epochs", "1", "--rungs", "none", "--holdout", "100",
+              "--seed", "1")
+    assert "this run: trained 3" in out  # no reference: they are MNIST networks
+    trained = json.loads(run("nas-train", *common, "--trial", "best", "--epochs", "1", "--json"))
+    assert len(trained["test_acc"]) == 1 and 0 <= trained["test_acc"][0] <= 1
+    run("nas-export", *common, "--no-retrain", "--out", str(tmp_path / "model"))
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["input"]["tensor"].startswith("float32, shape (N, 1, 24, 24)")
+    assert metrics["output"]["tensor"] == "float32, shape (N, 5)" and metrics["input"]["data"] == "shapes"
+    spec = json.loads((tmp_path / "model" / "spec.json").read_text())
+    assert (spec["arch"]["in_size"], spec["arch"]["classes"]) == (24, 5)
