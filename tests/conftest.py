@@ -1,13 +1,25 @@
-"""Shared fixtures: small IDX files made here, so unit tests need no downloaded data."""
+"""Shared fixtures: small IDX files made here, so unit tests need no downloaded data.
+
+The suite runs in two processes (pytest-xdist, one per core): each test process and every command it
+starts trains on one thread, so the two never fight over the cores. The tests that need PostgreSQL
+run one after another in one process (one of them restarts the server): their modules are marked
+``xdist_group("postgresql")``.
+"""
 
 from __future__ import annotations
 
 import gzip
+import os
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported here or in a command a test starts
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 from nas.engine.data import IMAGE_MAGIC, LABEL_MAGIC
 

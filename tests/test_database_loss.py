@@ -15,6 +15,8 @@ from optuna.trial import TrialState
 
 from conftest import command
 
+pytestmark = pytest.mark.xdist_group("postgresql")  # one test process uses the server at a time
+
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"}
 
 

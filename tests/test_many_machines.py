@@ -5,15 +5,18 @@ import subprocess
 from collections import Counter
 
 import optuna
+import pytest
 
 from conftest import PG_PASSWORD as PASSWORD, command
 
 from nas.search.record import TrialRecord
 
+pytestmark = pytest.mark.xdist_group("postgresql")  # one test process uses the server at a time
+
 
 def test_three_machines_share_one_study_on_postgresql(pg_url, real_mnist_dir, tmp_path):
     artifacts = tmp_path / "artifacts"  # a folder all machines share, as the README says
-    args = [command("nas-search"), "--storage", pg_url, "--study", "shared", "--trials", "3", "--epochs", "1",
+    args = [command("nas-search"), "--storage", pg_url, "--study", "shared", "--trials", "2", "--epochs", "1",
             "--artifacts", str(artifacts),
             "--rungs", "1x100", "--finalists", "2", "--promote", "2", "--subset", "300", "--holdout", "500",
             "--data-dir", str(real_mnist_dir), "--device", "cpu", "--jobs", "1"]
@@ -34,7 +37,7 @@ def test_three_machines_share_one_study_on_postgresql(pg_url, real_mnist_dir, tm
     assert all(t.state in finished for t in screening + final), [t.state for t in screening + final]
     outcomes = Counter(t.user_attrs["outcome"] for t in screening)
     assert set(outcomes) <= {"complete", "rejected", "duplicate"}, outcomes
-    assert outcomes["complete"] == 9  # 3 machines x 3 screened (--trials counts trained candidates)
+    assert outcomes["complete"] == 6  # 3 machines x 2 screened (--trials counts trained candidates)
     numbers = [t.number for t in screening]
     assert len(numbers) == len(set(numbers))  # numbered once each
     names = Counter(t.user_attrs.get("name") for t in screening if t.user_attrs.get("name"))

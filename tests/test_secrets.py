@@ -4,9 +4,12 @@ accepts any password, so each form connects)."""
 
 import sys
 
+import pytest
 import sqlalchemy
 
 from nas.cli import export, report, search, train
+
+pytestmark = pytest.mark.xdist_group("postgresql")  # one test process uses the server at a time
 
 SECRET = "Pw-7k3y-s3cr3t"
 
@@ -49,10 +52,12 @@ def test_no_command_shows_stores_or_writes_a_password(pg_url, real_mnist_dir, tm
     for i, (form, url) in enumerate(urls.items()):
         steps = [(search.main, ["--storage", url, *common, *tiny, "--seed", str(i)]),
                  (report.main, ["--storage", url, "--study", "s", "--out", f"r{i}.html", "--csv", f"t{i}.csv"]),
-                 (export.main, ["--storage", url, *common, "--no-retrain", "--out", f"best{i}",
-                                "--artifacts", str(tmp_path / "weights")]),
-                 (train.main, ["--storage", url, *common, "--trial", "best", "--epochs", "1", "--subset", "300"]),
                  (export.main, ["--storage", url.replace("127.0.0.1:5432", "127.0.0.1:1"), "--out", "x"])]
+        if i == 0:  # the model files and a retraining write-back, once: their URLs pass through the same redact()
+            steps[2:2] = [(export.main, ["--storage", url, *common, "--no-retrain", "--out", "best",
+                                         "--artifacts", str(tmp_path / "weights")]),
+                          (train.main, ["--storage", url, *common, "--trial", "best", "--epochs", "1", "--subset",
+                                        "300"])]
         for entry, argv in steps:
             code, said = run(entry, argv, capsys, monkeypatch)
             assert SECRET not in said, (form, entry.__module__, said)
@@ -61,5 +66,5 @@ def test_no_command_shows_stores_or_writes_a_password(pg_url, real_mnist_dir, tm
     stored = database_text(pg_url)
     assert "nas-search" in stored and SECRET not in stored  # run records, attributes, notes: none holds it
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(written) >= 3 * 8  # reports, CSVs and the export folders' files
+    assert len(written) >= 3 * 2 + 6  # the reports, the CSVs and the export folder's files
     assert all(SECRET.encode() not in p.read_bytes() for p in written)

@@ -51,6 +51,10 @@ def run_cli(prog: str, main: Callable[[argparse.Namespace], int | None], parser:
         fail(prog, f"{flag(e.name)}: {message}")
     except (ValueError, OSError) as e:
         fail(prog, str(e))
+    except RuntimeError as e:  # the one runtime error a setting causes: a GPU out of memory
+        if "out of memory" not in str(e):
+            raise
+        fail(prog, "the GPU ran out of memory; run fewer --jobs on it, or use --device cpu", 1)
     except KeyboardInterrupt:
         fail(prog, "interrupted", 130)
 

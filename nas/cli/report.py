@@ -19,8 +19,8 @@ def report_main(args: argparse.Namespace) -> int:
 
     out, csv = Path(args.out), Path(args.csv) if args.csv else None
     front = Path(args.front_csv) if args.front_csv else None
+    study = open_study(args.storage, args.study)  # a storage that is not a study database is named first
     check_outputs({"out": out, "csv": csv, "front_csv": front}, stores=stores(args.storage))
-    study = open_study(args.storage, args.study)
     figures = write_report(study, out, csv, args.top, front)
     print(f"wrote {args.out}: {figures} figures, plotly.js inline (opens offline)"
           + (f"; {args.csv}: one row per trial" if args.csv else "")

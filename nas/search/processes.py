@@ -49,7 +49,7 @@ def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: in
     except Interrupted as e:
         raise SystemExit(128 + e.signum) from None
     except SettingError as e:  # the database went away, the disk is full: one line, as the main process says it
-        print(f"nas-search: worker {index}: {e}", file=sys.stderr)
+        print(f"nas-search: worker {index}: {e.message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -120,7 +120,8 @@ class Estimate:
 def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]:
     """Read the search, check what the run needs and plan its rungs, writing nothing."""
     opened = read_search(config)
-    device = resolve_device(config.device)  # a wrong device fails before anything is written
+    config.pruner_for(opened.settings)  # a pruner the rungs cannot take fails before anything is written
+    device = resolve_device(config.device)  # and so does a wrong device
     resolve_precision(config.precision, "cpu")
     data = load_data(config, opened.settings)  # and so do bad data files
     opened.space.check_size(data.info.size)  # and a space whose pools do not fit the images
