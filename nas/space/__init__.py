@@ -1,6 +1,7 @@
 """Search spaces: data files of distributions over the spec's architecture family and recipe.
 
-``space`` reads a space file and holds the one function that samples a candidate from it
+``roles`` is the file's vocabulary (its roles and how an entry becomes a distribution); ``space``
+reads a space file and holds the one function that samples a candidate from it
 (the only code that calls ``trial.suggest_*``); ``audit`` samples a space without training;
 ``spaces/`` holds the files shipped in the package (``mnist_20k`` is the default).
 """
