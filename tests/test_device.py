@@ -123,3 +123,15 @@ def test_a_gpu_trains_in_fp16_and_bf16_and_scores_like_the_cpu():
     on_gpu = accuracy(result.model, data.test_images.cuda(), data.test_labels.cuda())
     on_cpu = accuracy(result.model.cpu(), data.test_images, data.test_labels)
     assert abs(on_gpu - on_cpu) <= 2 / len(data.test_labels)  # fp32 without TF32: the same images, but for ties
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check runs in full")
+def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.strip().count("\n") == 0 and "no CUDA device is visible" in proc.stdout
