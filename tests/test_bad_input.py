@@ -136,6 +136,8 @@ CASES = [
     ("nas-search --hours 0", "--hours must be between 0 and 720"),
     ("nas-search --timeout 5 --hours 1", "give one of --timeout SECONDS, --minutes M or --hours H, not"),
     ("nas-search --minutes 0", "--minutes must be between 0 and 43,200"),
+    ("nas-search --minutes 0.2 --storage sqlite:///{w}/short.db --data-dir {mnist}",
+     "--minutes 0.2 cannot hold even one full-fidelity candidate"),
     ("nas-search --top -1", "--top must be at least 0"),
     ("nas-search --study ''", "--study: must be a non-empty printable name"),
     ("nas-search --study $'a\\x1b[31mb'", "--study: must be a non-empty printable name"),
@@ -236,7 +238,7 @@ def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys
     assert (full / "keep.txt").read_text() == "precious" and sorted(p.name for p in full.iterdir()) == ["keep.txt"]
     assert checksums(study_db, world, real_mnist_dir) == before  # the study, its weights, every file: byte-identical
     for name in ("typo.db", "seed.db", "budget.db", "seed.db.lock", "budget.db.lock", "new.db", "new.db.lock",
-                 "r.html", "x.json", "y", "foreign.db.lock", "empty.db.lock"):
+                 "r.html", "x.json", "y", "foreign.db.lock", "empty.db.lock", "short.db", "short.db.lock"):
         assert not (world / name).exists(), name  # refused before any database is created
     assert not re.search(r"\x1b\[", err)  # escape sequences are not printed raw
 

@@ -23,6 +23,7 @@ def parse_budgets(text: str) -> tuple[int, ...]:
 
 
 TIME_FLAGS = (("hours", 3600), ("minutes", 60), ("timeout", 1))  # flag, seconds per unit
+MIN_IMAGES = 5000  # the fewest training images a suggested command screens on
 
 
 def time_flag(args: argparse.Namespace) -> tuple[str, float, int] | None:
@@ -57,14 +58,17 @@ def too_short(args: argparse.Namespace, config: Any, e: Any) -> str:
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores:
         line += f"; the machine is busy (load {load:.1f} on {cores} cores), which inflates that estimate"
+    line += f"; ask for --{name} {needed:g} or more"
     settings = config.new_settings()
     share = 0.9 * e.fitting_share()  # a margin: the screening rungs do not shrink with the full fidelity
-    images = int(settings.train_images * share) // 1000 * 1000
-    epochs = settings.epochs if images >= 5000 else max(1, int(settings.epochs * settings.train_images * share / 5000))
+    images = max(MIN_IMAGES, int(settings.train_images * share) // 1000 * 1000)
+    epochs = settings.epochs if images > MIN_IMAGES else int(settings.epochs * settings.train_images * share / images)
+    if epochs < 1:  # even one epoch on the fewest images would not fit: only more time helps
+        return line
     kept = [a for a in sys.argv[1:] if not a.startswith(("--epochs", "--subset"))]
     kept = [a for i, a in enumerate(kept) if not (i and kept[i - 1] in ("--epochs", "--subset"))]
-    fits = " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(max(images, 5000))])
-    return f"{line}; ask for --{name} {needed:g} or more, or fit the time with fewer epochs and images: {fits}"
+    fits = " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(images)])
+    return f"{line}, or fit the time with fewer epochs and images (a new study): {fits}"
 
 
 def config_of(args: argparse.Namespace) -> Any:
