@@ -31,7 +31,7 @@ def test_the_page_is_self_contained_and_carries_each_figures_data(study, tmp_pat
     page = out.read_text()
     assert figures >= 5 and page.count("Plotly.newPlot(") == figures
     assert "<script src=" not in page.replace('<script src="data:', "")  # plotly.js is inline, nothing fetched
-    for title in ("Optimization history", "Validation accuracy against parameters", "Validation accuracy against FLOPs",
+    for title in ("The trade-off", "Optimization history", "Validation accuracy against parameters", "Validation accuracy against FLOPs",
                   "Learning curves", "Parameter importances", "Trials per rung", "Share of the 20,000-parameter"):
         assert title in page, title
     # each figure holds the trials it plots: e.g. the references, by name, in the accuracy figures
@@ -40,16 +40,19 @@ def test_the_page_is_self_contained_and_carries_each_figures_data(study, tmp_pat
     assert sorted(data) == list(range(figures))
     for i, traces in data.items():  # every figure plots points of this study, not an empty frame
         assert any(len(trace.get("x") or trace.get("y") or []) for trace in traces), f"figure {i} is empty"
-    size = data[1]
+    front = data[0]  # the trade-off first: the winner per budget beside every published result
+    assert {"winner per budget", "public results (test, as published)"} <= {trace["name"] for trace in front}
+    assert sum(trace.get("legendgroup") == "references" for trace in front) == 5
+    size = data[2]
     assert {trace["name"] for trace in size} >= {"candidates", "Pareto front"}
     refs = [trace for trace in size if trace.get("legendgroup") == "references"]  # one legend entry each
     assert sorted(trace["name"] for trace in refs) == sorted(["ref-19970", "ref-10066", "ref-19712", "ref-19750",
                                                               "ref-18520"])
     assert all(len(trace["x"]) == 1 and "text" not in trace for trace in refs)  # no labels to overlap
     colours = {trace["name"]: trace["marker"]["color"] for trace in refs}
-    assert len(set(colours.values())) == 5 and colours == {trace["name"]: trace["marker"]["color"] for trace in data[0]
+    assert len(set(colours.values())) == 5 and colours == {trace["name"]: trace["marker"]["color"] for trace in data[1]
                                                           if trace.get("legendgroup") == "references"}
-    curves = data[3]
+    curves = data[4]
     assert len(curves) == 2 and all(len(trace["x"]) == 2 for trace in curves)  # the two finalists, 2 epochs each
     assert "Top trials at full fidelity" in page and "c3x" in page  # the layer string of the top trials
 

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from nas.results.front import front_figure
-from nas.results.query import TOP_TRIALS, best_trials, rung_studies, settings_of
+from nas.results.query import TOP_TRIALS, best_trials, rung_studies, settings_of, winners_by_budget
 from nas.search.dashboard import pareto_front
 from nas.search.record import TrialRecord, candidate_of, curve_of
 from nas.arch.budget import DEFAULT_BUDGET
@@ -170,6 +170,27 @@ def top_table(study: optuna.Study, top: int) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def winners_html(study: optuna.Study) -> str:
+    """The winner (or a front search's winner per budget), as the page's first line."""
+    settings = settings_of(study)
+    rows = winners_by_budget(study) if settings is not None and settings.budgets else \
+        [(None, t) for t in best_trials(study)[:1]]
+    lines = []
+    for budget, t in rows:
+        if t is None:
+            lines.append(f"under {budget:,} parameters: no full-fidelity trial yet")
+            continue
+        r = TrialRecord.of(t)
+        retrained = (f"; retrained {r.retrain_mean:.2%} ± {r.retrain_std:.2%} over {len(r.retrain_test_acc)} seeds"
+                     if r.retrain_mean is not None else "")
+        lines.append(f"{f'under {budget:,} parameters: ' if budget else ''}trial {t.number} of "
+                     f"<code>{html.escape(study.study_name)}</code>{' (' + html.escape(r.name) + ')' if r.name else ''}: "
+                     f"validation {r.val_acc:.2%} at {html.escape(r.fidelity)}, {r.params:,} parameters, "
+                     f"{r.flops:,} FLOPs{retrained}")
+    title = "Winner per budget" if len(rows) > 1 else "Winner"
+    return f"<p><b>{title}:</b><br>" + "<br>".join(lines) + "</p>" if lines else ""
+
+
 def build_report(study: optuna.Study, top: int = TOP_TRIALS) -> tuple[str, list[go.Figure]]:
     """The page's HTML and its figures, for the search whose main study is ``study``."""
     settings = settings_of(study)
@@ -185,14 +206,7 @@ def build_report(study: optuna.Study, top: int = TOP_TRIALS) -> tuple[str, list[
         funnel, summary = funnel_figure(rungs, budget)
         figures.append(funnel)
     figures.append(budget_figure(first, budget))
-    winners = best_trials(study)
-    winner = ""
-    if winners:
-        t = winners[0]
-        r = TrialRecord.of(t)
-        winner = (f"<p><b>Winner:</b> trial {t.number} of <code>{html.escape(study.study_name)}</code>"
-                  f"{' (' + html.escape(r.name) + ')' if r.name else ''}: validation {r.val_acc:.2%} at "
-                  f"{html.escape(r.fidelity)}, {r.params:,} parameters, {r.flops:,} FLOPs.</p>")
+    winner = winners_html(study)
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              f"<title>nas-report: {html.escape(study.study_name)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse;"
