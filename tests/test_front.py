@@ -38,6 +38,10 @@ def test_budgets_imply_two_objectives_and_the_largest_budget():
     with pytest.raises(SettingError, match="largest of `budgets`"):
         StudySettings(budgets=(2000, 8000), budget=20_000, objectives=("accuracy", "params"))
     assert [bucket_of(p, (2000, 8000)) for p in (10, 1999, 2000, 7999)] == [0, 0, 1, 1]
+    flops = SearchConfig(settings={"budgets": (2000, 8000), "objectives": ("accuracy", "flops")}).new_settings()
+    assert flops.objectives == ("accuracy", "flops") and flops.budget == 8000  # --cost flops: budgets stay params
+    with pytest.raises(SettingError, match="one cost"):
+        StudySettings(budgets=(2000, 8000), budget=8000, objectives=("accuracy", "params", "flops"))
 
 
 def test_every_budget_gets_finalists_of_its_own_size_and_a_winner_under_it(front):

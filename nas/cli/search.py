@@ -83,6 +83,10 @@ def config_of(args: argparse.Namespace) -> Any:
         settings["objectives"] = tuple(settings["objectives"].split(","))
     if "budgets" in settings:
         settings["budgets"] = parse_budgets(settings["budgets"])
+    if args.cost != "params":
+        if "budgets" not in settings:
+            raise ValueError("--cost goes with --budgets: the cost a front search ranks accuracy against")
+        settings["objectives"] = ("accuracy", args.cost)
     if args.no_references:
         settings["references"] = False
     timeout = timeout_of(args)
@@ -312,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--subset", type=int, metavar="N", help="train on at most N of the remaining images")
     g.add_argument("--objectives", help="accuracy (default), or a Pareto search at one fidelity: accuracy,params / "
                    "accuracy,flops (with --rungs none)")
+    g.add_argument("--cost", choices=("params", "flops"), default="params", help="with --budgets: the cost the front "
+                   "ranks accuracy against (budgets are always parameters; default params)")
     g.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
     r = parser.add_argument_group("this run")
     r.add_argument("--trials", type=int, help="candidates to screen in this run (default: as many as --timeout "

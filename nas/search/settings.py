@@ -73,9 +73,9 @@ class StudySettings:
         if not o or o[0] != "accuracy" or len(set(o)) != len(o) or not set(o) <= set(OBJECTIVES):
             raise SettingError("objectives", "must be accuracy, optionally followed by params and/or flops "
                                f"(e.g. accuracy,params), got {','.join(map(str, o))}")
-        if self.budgets and o != ("accuracy", "params"):
-            raise SettingError("objectives", "a search over several budgets has the objectives accuracy,params "
-                               f"(leave them out), got {','.join(map(str, o))}")
+        if self.budgets and o not in (("accuracy", "params"), ("accuracy", "flops")):
+            raise SettingError("objectives", "a search over several budgets ranks accuracy against one cost, params "
+                               f"(the default) or flops, got {','.join(map(str, o))}")
         if len(o) > 1 and self.rungs and not self.budgets:
             raise SettingError("rungs", "a Pareto search (several objectives) trains at one fidelity; "
                                "use no screening rungs (rungs none), or give `budgets` for one with rungs")
