@@ -147,6 +147,7 @@ CASES = [
     ("nas-search --rungs 20", "--rungs: rung 20 costs no less than the next"),
     ("nas-search --objectives accuracy,speed", "--objectives: must be accuracy"),
     ("nas-search --jobs 0", "--jobs: must be an integer between 1 and 64"),
+    ("nas-search --jobs many", "invalid value 'many': a number of workers, or auto"),
     ("nas-search --promote 1", "--promote: must be an integer between 2 and 100"),
     ("nas-search --sampler cmaes", "invalid choice: 'cmaes'"),
     ("nas-search --storage sqlite:///{w}/file/s.db --data-dir {mnist}", "is a file, not a folder"),

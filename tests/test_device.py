@@ -135,3 +135,17 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0():
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.strip().count("\n") == 0 and "no CUDA device is visible" in proc.stdout
+
+
+def test_auto_jobs_fill_the_cpus_cores_or_each_gpus_free_memory(monkeypatch):
+    import os
+
+    from nas.engine.device import auto_jobs
+
+    assert auto_jobs(torch.device("cpu")) == os.cpu_count()
+    fake_gpu(monkeypatch, count=2)
+    free = iter([80 * 2**30, 3.2 * 2**30])  # an idle 80 GB GPU (capped at 4 workers), and a nearly full one
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (next(free), 80 * 2**30))
+    assert auto_jobs(torch.device("cuda")) == 4 + 2
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (0.5 * 2**30, 80 * 2**30))
+    assert auto_jobs(torch.device("cuda:1")) == 1  # never none

@@ -14,6 +14,15 @@ from nas.cli.progress import CliReporter, pct
 STUDY_FLAGS = ("budget", "budgets", "epochs", "rungs", "promote", "finalists", "holdout", "subset", "objectives")
 
 
+def jobs_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number of workers, or auto") from None
+
+
 def parse_budgets(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part.replace("_", "")) for part in text.split(","))
@@ -89,6 +98,10 @@ def config_of(args: argparse.Namespace) -> Any:
         settings["objectives"] = ("accuracy", args.cost)
     if args.no_references:
         settings["references"] = False
+    if args.jobs == "auto":
+        from nas.engine.device import auto_jobs, resolve_device
+
+        args.jobs = auto_jobs(resolve_device(args.device))
     timeout = timeout_of(args)
     if timeout is not None:  # the report and model files are written within the time asked, after the search
         timeout = max(1.0, timeout - take_away_seconds(args, settings.get("budgets", ())))
@@ -329,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sampler", choices=SAMPLERS, default=c["sampler"], help=f"default {c['sampler']} (seeded)")
     r.add_argument("--pruner", choices=PRUNERS, help="within-trial pruning at one fidelity (default median with "
                    "--rungs none, else none)")
-    r.add_argument("--jobs", type=int, default=c["jobs"], help=f"worker processes sharing the study (default {c['jobs']})")
+    r.add_argument("--jobs", type=jobs_value, default=c["jobs"], help=f"worker processes sharing the study (default "
+                   f"{c['jobs']}); auto: one per core on the CPU, on a GPU as many as its free memory holds (up to 4 "
+                   "per GPU, on every GPU visible)")
     r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core)")
     r.add_argument("--artifacts", metavar="DIR", help="folder for the trained trials' weights (default: beside "
                    "a SQLite file, e.g. studies/mnist.artifacts)")

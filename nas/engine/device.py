@@ -113,6 +113,22 @@ def check_kernels(index: int) -> None:
                            "https://download.pytorch.org/whl/cu118 for compute capability 3.7 to 9.0)")
 
 
+GPU_WORKER_GB = 1.5  # what one search worker holds on a GPU: its CUDA context, the data set, a model's activations
+MAX_WORKERS_PER_GPU = 4  # tiny networks leave a GPU idle between kernel launches; more workers fill it, to a point
+
+
+def auto_jobs(device: torch.device) -> int:
+    """Worker processes for ``--jobs auto``: on GPUs, as many per GPU as its free memory holds (at most
+    ``MAX_WORKERS_PER_GPU``), on every GPU visible; on the CPU, one per core (one thread each)."""
+    import torch
+
+    if device.type != "cuda":
+        return max(1, os.cpu_count() or 1)
+    indices = [device.index] if device.index is not None else range(torch.cuda.device_count())
+    per_gpu = [min(MAX_WORKERS_PER_GPU, int(torch.cuda.mem_get_info(i)[0] / 2**30 // GPU_WORKER_GB)) for i in indices]
+    return max(1, sum(per_gpu))
+
+
 def worker_device(device: str, worker: int, count: int) -> str:
     """The device of worker ``worker``: with plain ``cuda`` and several GPUs visible, one GPU per worker
     in turn (workers beyond the GPUs share them); a named ``cuda:N`` or the CPU as given."""
