@@ -58,6 +58,18 @@ def test_costs_come_from_measured_rates():
                                          + 1.5 * (slow.seconds(r2, 10_000) + fast.seconds(r2, 10_000)))
 
 
+def test_a_front_reserve_fills_unscreened_budgets_with_their_own_estimates():
+    r0, r1, r2 = StudySettings(epochs=10, rungs=("1x1000", "2x5000"), promote=2, finalists=1, holdout=10_000,
+                               budgets=(2000, 20_000), objectives=("accuracy", "params")).make_rungs("s")
+    big, small = Rates(train_us=300.0, eval_us=30.0), Rates(train_us=50.0, eval_us=5.0)
+    screened = [[], [big]]  # only a 20,000-parameter reference screened so far
+    planned = reserve_seconds([r0, r1, r2], screened, 10_000, 1, band_estimates=[small, big])
+    assert planned == pytest.approx(2 * small.seconds(r1, 10_000) + 2 * big.seconds(r1, 10_000)
+                                    + small.seconds(r2, 10_000) + big.seconds(r2, 10_000))
+    # without the plan's estimates, the big one stands for every band: a reserve far above the plan
+    assert reserve_seconds([r0, r1, r2], screened, 10_000, 1) > 1.5 * planned
+
+
 def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
     rungs = StudySettings(epochs=15, rungs=("2x10000", "5x25000"), promote=4, finalists=3).make_rungs("s")
     rate = Rates(train_us=300.0, eval_us=100.0)  # ~4 min per full-fidelity candidate

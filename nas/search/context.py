@@ -9,6 +9,7 @@ import optuna
 import torch
 
 from nas.engine.data import Splits, stratified_first
+from nas.search.plan import Rates
 from nas.search.rungs import Rung
 from nas.search.settings import SearchConfig, StudySettings
 from nas.space.space import SearchSpace
@@ -28,6 +29,7 @@ class Search:
     data: Splits  # the full-fidelity training images, validation and test, on the device
     device: str
     run_id: str
+    bands: list[Rates] | None = None  # the plan's typical rates per budget band, before any is screened
     _rung_data: dict[int, Splits] = field(default_factory=dict)
 
     @property

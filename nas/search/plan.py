@@ -51,19 +51,23 @@ def mean_rates(rates: list[Rates]) -> Rates:
 
 
 def reserve_seconds(rungs: list[Rung], ranked: list[list[Rates]], val_images: int, jobs: int,
-                    final: list[list[Rates]] | None = None) -> float:
+                    final: list[list[Rates]] | None = None, band_estimates: list[Rates] | None = None) -> float:
     """Time the rungs after rung 0 will take, if the best-ranked screened candidates of each budget's
     band (one band without budgets) go up. ``final``: their rates at the final rung's precision,
     where it is not screening's (fp32 finalists after bf16 screening); else the screening rates
-    serve every rung."""
+    serve every rung. A band screened too little is filled with its ``band_estimates`` (the plan's, one
+    per band), else with the mean of what is screened: a front search's first screened candidate is often
+    a 20,000-parameter reference, and taking it for every band reserved 4x the plan and closed screening
+    after one candidate."""
     everyone = [r for band in ranked for r in band]
     total = 0.0
     for rung in rungs[1:]:
         chosen = []
-        for band in (final if rung.final and final else ranked):
+        for i, band in enumerate(final if rung.final and final else ranked):
             picked = band[: rung.keep]
-            if len(picked) < (rung.keep or 0) and everyone:  # not screened enough yet: assume average ones
-                picked = picked + [mean_rates(band or everyone)] * (rung.keep - len(picked))
+            if len(picked) < (rung.keep or 0) and everyone:  # not screened enough yet: assume typical ones
+                fill = band or ([band_estimates[i]] if band_estimates and len(band_estimates) == len(ranked) else everyone)
+                picked = picked + [mean_rates(fill)] * (rung.keep - len(picked))
             chosen += picked
         total += rung_seconds(rung, chosen, val_images, jobs)
     return total

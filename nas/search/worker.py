@@ -192,7 +192,8 @@ class Worker:
             return "timeout" if now >= deadline else None
         val, jobs = len(s.data.val_labels), s.config.jobs
         next_one = sum(r.seconds(s.rungs[0], val) for r in best) / len(best) / jobs
-        reserve = reserve_seconds(s.rungs, [[r for _, r in band] for band in top], val, jobs, self.final_rates(top))
+        reserve = reserve_seconds(s.rungs, [[r for _, r in band] for band in top], val, jobs, self.final_rates(top),
+                                  band_estimates=s.bands)
         return "timeout" if now + next_one + reserve >= deadline else None
 
     def ask(self, rung: Rung) -> optuna.Trial | None:
