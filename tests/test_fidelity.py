@@ -7,7 +7,7 @@ import pytest
 
 from nas.errors import SettingError
 from nas.search.settings import StudySettings
-from nas.search.plan import fit_rungs, plan_lines, Rates, reserve_seconds, rung_seconds
+from nas.search.plan import fit_rungs, plan_lines, Rates, reserve_seconds, rung_seconds, screening_fits
 from nas.search.rungs import check_rungs, parse_fidelity, parse_rungs, ranked
 from nas.search.record import KEY_ATTR, TrialRecord
 
@@ -68,6 +68,13 @@ def test_a_front_reserve_fills_unscreened_budgets_with_their_own_estimates():
                                     + small.seconds(r2, 10_000) + big.seconds(r2, 10_000))
     # without the plan's estimates, the big one stands for every band: a reserve far above the plan
     assert reserve_seconds([r0, r1, r2], screened, 10_000, 1) > 1.5 * planned
+    # screening goes on while the reserve fits; a budget with nothing screened may spend its own share
+    rungs, big_only = [r0, r1, r2], 2 * big.seconds(r1, 10_000) + big.seconds(r2, 10_000)
+    assert screening_fits(rungs, screened, 10_000, 1, planned + 1, band_estimates=[small, big])
+    assert screening_fits(rungs, screened, 10_000, 1, big_only + 1, band_estimates=[small, big])
+    assert not screening_fits(rungs, screened, 10_000, 1, big_only - 1, band_estimates=[small, big])
+    both = [[small], [big]]  # every budget has a candidate: the whole reserve must fit
+    assert not screening_fits(rungs, both, 10_000, 1, big_only + 1, band_estimates=[small, big])
 
 
 def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():

@@ -286,9 +286,9 @@ def test_a_run_that_loses_the_race_to_create_a_study_takes_its_settings_or_refus
     real = search_module.create_or_finish
     winner = replace(config, settings={**ONE_RUNG, "budget": 15_000})
 
-    def the_other_run_creates_it_first(cfg, opened, storage):
-        real(winner, read_search(winner), storage)
-        return real(cfg, opened, storage)
+    def the_other_run_creates_it_first(cfg, opened, storage, shape):
+        real(winner, read_search(winner), storage, shape)
+        return real(cfg, opened, storage, shape)
 
     monkeypatch.setattr(search_module, "create_or_finish", the_other_run_creates_it_first)
     with pytest.raises(SettingError, match="budget"):  # asked explicitly for another budget: refused

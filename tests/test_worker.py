@@ -102,7 +102,7 @@ def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search
     import torch
 
     from nas.search import worker as worker_module
-    from nas.search.plan import Rates
+    from nas.search.plan import Rates, reserve_seconds
     from nas.search.rungs import ranked
 
     worker = Worker(search)
@@ -130,6 +130,6 @@ def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search
     worker.final_rates(top)
     assert len(probes) == 4  # each candidate is probed once
     val = len(search.data.val_labels)
-    with_probe = worker_module.reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1, rates)
-    without = worker_module.reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1)
+    with_probe = reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1, rates)
+    without = reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1)
     assert with_probe != without

@@ -74,8 +74,9 @@ def too_short(args: argparse.Namespace, config: Any, e: Any) -> str:
     epochs = settings.epochs if images > MIN_IMAGES else int(settings.epochs * settings.train_images * share / images)
     if epochs < 1:  # even one epoch on the fewest images would not fit: only more time helps
         return line
-    kept = [a for a in sys.argv[1:] if not a.startswith(("--epochs", "--subset"))]
-    kept = [a for i, a in enumerate(kept) if not (i and kept[i - 1] in ("--epochs", "--subset"))]
+    argv = args.argv  # without --epochs/--subset and their values (given as one word or two)
+    kept = [a for i, a in enumerate(argv) if not a.startswith(("--epochs", "--subset"))
+            and not (i and argv[i - 1] in ("--epochs", "--subset"))]
     fits = " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(images)])
     return f"{line}, or fit the time with fewer epochs and images (a new study): {fits}"
 
@@ -103,7 +104,8 @@ def config_of(args: argparse.Namespace) -> Any:
 
         args.jobs = auto_jobs(resolve_device(args.device))
     timeout = timeout_of(args)
-    if timeout is not None:  # the report and model files are written within the time asked, after the search
+    if timeout is not None and 0 < timeout < float("inf"):  # the report and model files are written within the
+        # time asked, after the search (a bad time is left as given, for the settings' own message)
         timeout = max(1.0, timeout - take_away_seconds(args, settings.get("budgets", ())))
     return SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,
                         trials=args.trials, timeout=timeout, sampler=args.sampler, pruner=args.pruner,
@@ -150,7 +152,7 @@ def search_main(args: argparse.Namespace) -> int:
         reporter.planned = {r.index: r.keep for r in search.rungs} | {0: config.stop_on_trials}
 
     try:
-        summary = run_search(config, reporter=reporter, on_start=on_start, command=command_line())
+        summary = run_search(config, reporter=reporter, on_start=on_start, command=command_line(args.argv))
     except TimeTooShort as e:
         if time_flag(args) is None:
             raise
@@ -294,10 +296,10 @@ def print_next(config: Any, summary: Any) -> None:
     print(f"  nas-train --storage {shown} --study {study} --trial best --seeds 0,1,2{data}")
 
 
-def command_line() -> str:
+def command_line(argv: list[str]) -> str:
     from nas.search.storage import redact_text
 
-    return redact_text(" ".join(quote(a) for a in ["nas-search", *sys.argv[1:]]))
+    return redact_text(" ".join(quote(a) for a in ["nas-search", *argv]))
 
 
 def main(argv: list[str] | None = None) -> int:

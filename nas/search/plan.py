@@ -73,6 +73,20 @@ def reserve_seconds(rungs: list[Rung], ranked: list[list[Rates]], val_images: in
     return total
 
 
+def screening_fits(rungs: list[Rung], ranked: list[list[Rates]], val_images: int, jobs: int, left: float,
+                   final: list[list[Rates]] | None = None, band_estimates: list[Rates] | None = None) -> bool:
+    """Whether one more screened candidate still leaves ``left`` seconds for the later rungs. A budget
+    with no candidate screened yet would get no finalist, so it may spend the time reserved for it on
+    screening (the other budgets' reserve stays whole)."""
+    if reserve_seconds(rungs, ranked, val_images, jobs, final, band_estimates) < left:
+        return True
+    filled = [i for i, band in enumerate(ranked) if band]
+    if len(filled) == len(ranked):
+        return False
+    return reserve_seconds(rungs, [ranked[i] for i in filled], val_images, jobs,
+                           [final[i] for i in filled] if final else None) < left
+
+
 def typical(rung: Rung, estimate: Rates, bands: list[Rates] | None = None) -> list[Rates]:
     """The rates of the candidates a later rung trains per round, when nothing is screened yet: an average
     candidate each, or for a front search each budget's own typical size (a 2,000-parameter net trains

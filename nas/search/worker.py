@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.engine.trainer import time_steps
 from nas.search.context import Search
 from nas.search.dashboard import save_trial_note
-from nas.search.plan import Rates, reserve_seconds
+from nas.search.plan import Rates, screening_fits
 from nas.search.progress import QuietReporter, Reporter
 from nas.search.record import TrialRecord, candidate_of, set_finished_trial_user_attr
 from nas.search.rungs import Rung, promoted, ranked, ranked_by_bucket
@@ -192,9 +192,9 @@ class Worker:
             return "timeout" if now >= deadline else None
         val, jobs = len(s.data.val_labels), s.config.jobs
         next_one = sum(r.seconds(s.rungs[0], val) for r in best) / len(best) / jobs
-        reserve = reserve_seconds(s.rungs, [[r for _, r in band] for band in top], val, jobs, self.final_rates(top),
-                                  band_estimates=s.bands)
-        return "timeout" if now + next_one + reserve >= deadline else None
+        bands = [[r for _, r in band] for band in top]
+        left = deadline - now - next_one
+        return None if screening_fits(s.rungs, bands, val, jobs, left, self.final_rates(top), s.bands) else "timeout"
 
     def ask(self, rung: Rung) -> optuna.Trial | None:
         """Take the rung's next queued trial or (rung 0) a new sample; None if another worker took it."""
