@@ -250,7 +250,6 @@ def test_ctrl_c_queues_the_running_trial_again_and_the_same_command_resumes(conf
 
 
 def test_a_half_made_study_is_finished_by_the_next_run(config):
-    from nas.search.opening import OBJECTIVE_NAMES  # noqa: F401 - the module the creator lives in
     from nas.search.study import ensure_study
 
     storage = make_storage(config.storage)
