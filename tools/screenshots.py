@@ -2,9 +2,11 @@
 in optuna-dashboard (its note with the layer table).
 
     python tools/screenshots.py --storage sqlite:///studies/mnist.db --study NAME [--out docs]
+    python tools/screenshots.py --storage sqlite:///studies/front.db --study front --front   # docs/front.png
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``); writes ``report.png`` and
-``dashboard.png`` into ``--out``.
+``dashboard.png`` into ``--out``; with ``--front``, only ``front.png``: a front search's accuracy
+against parameters, as the report draws it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from nas.results.front import front_figure
 from nas.results.report import write_report
 from nas.results.query import best_trials, open_study
 
@@ -47,10 +50,19 @@ def main() -> None:
     parser.add_argument("--study")
     parser.add_argument("--artifacts", help="the search's artifact folder, for the dashboard")
     parser.add_argument("--out", default="docs")
+    parser.add_argument("--front", action="store_true", help="only the front figure, as front.png")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(args.storage, args.study)
+    if args.front:
+        with tempfile.TemporaryDirectory() as tmp:
+            page = Path(tmp) / "front.html"
+            figure = front_figure(study).update_layout(width=1000, height=620)
+            figure.write_html(page, include_plotlyjs=True, config={"displayModeBar": False})
+            chromium(page.resolve().as_uri(), out / "front.png", width=1020, height=640)
+        print(f"wrote {out / 'front.png'}")
+        return
     with tempfile.TemporaryDirectory() as tmp:  # the page itself (megabytes of plotly.js) stays out of the repo
         report = Path(tmp) / "report.html"
         write_report(study, report)
