@@ -88,3 +88,11 @@ def test_a_single_budget_search_keeps_one_band(front):
     config, _ = front
     single = replace(config, settings={"budget": 20_000}).new_settings()
     assert single.buckets == (20_000,) and all(not r.buckets for r in single.make_rungs("x"))
+
+
+def test_a_network_that_wins_under_several_budgets_is_labelled_once():
+    from nas.results.front import winner_labels
+
+    rows = [{"budget": 2000, "trial": 0}, {"budget": 4000, "trial": 1}, {"budget": 8000, "trial": 1},
+            {"budget": 20_000, "trial": 3}]
+    assert winner_labels(rows) == ["< 2,000", "< 4,000, < 8,000", "", "< 20,000"]

@@ -23,11 +23,12 @@ def test_published_recipes():
 
 
 def test_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown preset 'ref-1'; known presets: found-20k, found-4k, found-8k, ref-10066"):
+    with pytest.raises(ValueError, match="unknown preset 'ref-1'; known presets: found-20k, found-2k, found-4k, found-8k, ref-10066"):
         preset_path("ref-1")
 
 
-@pytest.mark.parametrize("name, budget", [("found-20k", 20_000), ("found-8k", 8_000), ("found-4k", 4_000)])
+@pytest.mark.parametrize("name, budget", [("found-20k", 20_000), ("found-8k", 8_000), ("found-4k", 4_000),
+                                          ("found-2k", 2_000)])
 def test_found_networks_say_how_they_were_found_and_what_they_measured(name, budget):
     from nas.arch.builder import count_params
 

@@ -61,6 +61,15 @@ def public_results() -> list[dict[str, Any]]:
                 for row in csv.DictReader(f)]
 
 
+def winner_labels(rows: list[dict[str, Any]]) -> list[str]:
+    """Each winner's budgets, once: a network that wins under several budgets gets one label naming them."""
+    labels = []
+    for row in rows:
+        same = [r for r in rows if r["trial"] == row["trial"]]
+        labels.append(", ".join(f"< {r['budget']:,}" for r in same) if same[0] is row else "")
+    return labels
+
+
 def front_figure(study: optuna.Study) -> go.Figure:
     """Accuracy against parameters (log axis): every full-fidelity trial, each budget's winner, and the
     references and public results as labelled points."""
@@ -72,7 +81,7 @@ def front_figure(study: optuna.Study) -> go.Figure:
     accuracy = [row["retrain_mean"] if row["retrain_mean"] is not None else row["val_acc"] for row in rows]
     fig.add_trace(go.Scatter(
         x=[row["params"] for row in rows], y=accuracy, mode="lines+markers+text", name="winner per budget",
-        text=[f"< {row['budget']:,}" for row in rows], textposition="bottom right", line={"shape": "hv"},
+        text=winner_labels(rows), textposition="bottom right", line={"shape": "hv"},
         marker={"size": 12, "symbol": "star"},
         hovertext=[f"trial {row['trial']}: {'test, mean of seeds ' + row['seeds'] if row['seeds'] else 'validation'}"
                    for row in rows]))
