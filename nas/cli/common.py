@@ -39,7 +39,6 @@ def run_cli(prog: str, main: Callable[[argparse.Namespace], int | None], parser:
             argv: list[str] | None) -> int:
     """Parse, run, and turn the errors a user can fix into one line and a non-zero exit."""
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]  # the words given, for messages that repeat them
     import optuna
 
     from nas.errors import SettingError

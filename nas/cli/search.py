@@ -54,7 +54,7 @@ def timeout_of(args: argparse.Namespace) -> float | None:
     return value * unit
 
 
-def too_short(args: argparse.Namespace, config: Any, e: Any) -> str:
+def too_short(args: argparse.Namespace, words: list[str], config: Any, e: Any) -> str:
     """A refused time, said with the flag the user gave: what it would need, whether a busy machine
     inflates that, and the nearest command that fits the time given."""
     import math
@@ -74,7 +74,7 @@ def too_short(args: argparse.Namespace, config: Any, e: Any) -> str:
     epochs = settings.epochs if images > MIN_IMAGES else int(settings.epochs * settings.train_images * share / images)
     if epochs < 1:  # even one epoch on the fewest images would not fit: only more time helps
         return line
-    argv = args.argv  # without --epochs/--subset and their values (given as one word or two)
+    argv = words  # the command given, without --epochs/--subset and their values (as one word or two)
     kept = [a for i, a in enumerate(argv) if not a.startswith(("--epochs", "--subset"))
             and not (i and argv[i - 1] in ("--epochs", "--subset"))]
     fits = " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(images)])
@@ -137,7 +137,8 @@ def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
     sys.stdout.flush()
 
 
-def search_main(args: argparse.Namespace) -> int:
+def search_main(args: argparse.Namespace, words: list[str]) -> int:
+    """The search; ``words``: the command line as given, for the run record and the messages that repeat it."""
     from nas.search.plan import TimeTooShort
     from nas.search.run import run_search
 
@@ -152,11 +153,11 @@ def search_main(args: argparse.Namespace) -> int:
         reporter.planned = {r.index: r.keep for r in search.rungs} | {0: config.stop_on_trials}
 
     try:
-        summary = run_search(config, reporter=reporter, on_start=on_start, command=command_line(args.argv))
+        summary = run_search(config, reporter=reporter, on_start=on_start, command=command_line(words))
     except TimeTooShort as e:
         if time_flag(args) is None:
             raise
-        raise ValueError(too_short(args, config, e)) from None
+        raise ValueError(too_short(args, words, config, e)) from None
     finally:
         reporter.close()
     print_counts(summary)
@@ -355,4 +356,5 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--export", metavar="DIR", help="at the end, write the winner's model files (its weights from the "
                    "search, as nas-export --no-retrain) to this folder; a front search: one folder per budget")
     add_data_args(parser, subset=False)
-    return run_cli("nas-search", search_main, parser, argv)
+    words = list(argv) if argv is not None else sys.argv[1:]
+    return run_cli("nas-search", lambda args: search_main(args, words), parser, argv)
