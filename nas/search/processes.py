@@ -32,7 +32,7 @@ class SearchStopped(ValueError):
 
 
 def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: int, trials_before: int,
-                    deadline: float | None, rungs: list[Rung], bands: list | None = None) -> None:
+                    deadline: float | None, rungs: list[Rung], band_estimates: list | None = None) -> None:
     set_pdeathsig()
     install_signal_handlers()
     if os.getppid() == 1:  # the parent died before we could ask to follow it
@@ -42,7 +42,7 @@ def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: in
         if config.device in ("auto", "cuda") and torch.cuda.is_available():  # one GPU per worker where there are several
             config = replace(config, device=worker_device("cuda", index, torch.cuda.device_count()))
         search = attach(config, opened, run_id, index, trials_before)
-        search.rungs, search.bands = rungs, bands  # the plan of the main process
+        search.rungs, search.band_estimates = rungs, band_estimates  # the plan of the main process
         Worker(search, index, QuietReporter(), config.precision).run(deadline, config.stop_on_trials)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
@@ -88,7 +88,7 @@ def run_processes(config: SearchConfig, opened: Opened, search: Search, trials_b
                    deadline: float | None, reporter: Reporter) -> str:
     context = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
     processes = [context.Process(target=_worker_process, args=(config, opened, search.run_id, i, trials_before,
-                                                               deadline, search.rungs, search.bands), daemon=True)
+                                                               deadline, search.rungs, search.band_estimates), daemon=True)
                  for i in range(config.jobs)]
     for p in processes:
         p.start()

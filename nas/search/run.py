@@ -97,7 +97,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
         run_id = uuid.uuid4().hex[:12]
         trials_before = len(find_study(storage, rungs[0].study_name).get_trials(deepcopy=False))
         search = attach(config, opened, run_id, 0, trials_before, storage, data)
-        search.rungs, search.bands = rungs, estimate.bands
+        search.rungs, search.band_estimates = rungs, estimate.bands
         if config.jobs > 1:  # the workers train; the main process only watches: no copy of the data on a GPU
             search.data = search.data.to("cpu")
             if torch.cuda.is_available():

@@ -194,7 +194,8 @@ class Worker:
         next_one = sum(r.seconds(s.rungs[0], val) for r in best) / len(best) / jobs
         bands = [[r for _, r in band] for band in top]
         left = deadline - now - next_one
-        return None if screening_fits(s.rungs, bands, val, jobs, left, self.final_rates(top), s.bands) else "timeout"
+        return None if screening_fits(s.rungs, bands, val, jobs, left, self.final_rates(top),
+                                     s.band_estimates) else "timeout"
 
     def ask(self, rung: Rung) -> optuna.Trial | None:
         """Take the rung's next queued trial or (rung 0) a new sample; None if another worker took it."""
