@@ -47,6 +47,16 @@ def test_every_space_file_loads_and_samples_only_buildable_specs(path):
         plan(space.reference(name).arch)
 
 
+def test_an_audit_asked_for_enough_fitting_candidates_stops_there(space):
+    whole = audit(space, 300, seed=1, budget=12_000)
+    some = audit(space, 300, seed=1, budget=12_000, enough=3)
+    assert some["accepted"] == 3 and some["sampled"] < whole["sampled"] == 300
+    # the same random stream: the samples drawn are the first ones of the whole audit
+    assert whole["accepted"] > 3 and some["sampled"] <= 300 - (whole["accepted"] - 3)
+    none = audit(space, 50, seed=1, budget=500, enough=1)  # nothing fits: every sample is drawn
+    assert none["accepted"] == 0 and none["sampled"] == 50 and none["smallest"] > 500
+
+
 def test_padding_is_forced_where_an_unpadded_conv_would_not_leave_room(space):
     # Three blocks of four convs and a 3x3 head: unpadded everywhere would collapse the map.
     params = dict(space.references["ref-19750"], s1_convs=4, s2_convs=4, s3_convs=4, head_pool=True)

@@ -185,19 +185,20 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
     return result
 
 
-def time_steps(candidate, data: Splits, device: torch.device | str = "cpu", steps: int = 8,
+def time_steps(candidate, data: Splits, device: torch.device | str = "cpu", steps: int = 3,
                precision: str = "auto") -> tuple[float, float]:
-    """A quick speed probe (about a second): microseconds per training image and per evaluated image."""
+    """A quick speed probe (a second or two): microseconds per training image and per evaluated image,
+    timed on ``steps`` batches after one warm-up batch (which pays the first call's set-up costs)."""
     device = torch.device(device)
     recipe = candidate.recipe
     model = build_model(candidate.arch).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     generator = torch.Generator(device).manual_seed(0)
-    n = min(len(data.train_labels), recipe.batch_size * (steps + 2))
+    n = min(len(data.train_labels), recipe.batch_size * steps)
     images, labels = data.train_images[:n], data.train_labels[:n]
     precision = resolve_precision(precision, device)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    train_epoch(model, optimizer, recipe, images[: 2 * recipe.batch_size], labels[: 2 * recipe.batch_size],
+    train_epoch(model, optimizer, recipe, images[: recipe.batch_size], labels[: recipe.batch_size],
                 generator, precision=precision, scaler=scaler, info=data.info).item()  # warm-up
     start = time.perf_counter()
     train_epoch(model, optimizer, recipe, images, labels, generator, precision=precision, scaler=scaler,

@@ -7,6 +7,7 @@ full-fidelity rung, the search's settings and its space; screening rungs are ``<
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,7 @@ def read_search(config: SearchConfig) -> Opened:
         return Opened(name, settings, stored_space, text, True)
     space = space or SearchSpace.from_file(space_file())
     settings = config.new_settings(space=space.name, space_digest=space.digest)
-    fits = audit(space, 300, seed=0, budget=settings.budget)
+    fits = audit(space, 300, seed=0, budget=settings.budget, enough=1)  # one fitting candidate is proof enough
     if fits["accepted"] == 0:
         raise SettingError("budget", f"none of 300 random candidates of space {space.name} has fewer than "
                            f"{settings.budget:,} parameters (smallest: {fits['smallest']:,}); raise the budget")
@@ -151,9 +152,11 @@ def screened_trials(config: SearchConfig, opened: Opened) -> list[FrozenTrial]:
     return first.get_trials(deepcopy=False) if first is not None else []
 
 
-def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str) -> Rates | None:
+def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str,
+                   budget: int | None = None) -> Rates | None:
     """Seconds a typical candidate takes: measured in the study when it has screened some, else
-    from a few timed steps of the references (of random candidates, on data of another shape)."""
+    from a few timed steps of the references (of random candidates under ``budget``, on data of
+    another shape: one over the budget is never trained, so it would only slow the probe)."""
     measured = [Rates.of(TrialRecord.of(t)) for t in screened]
     measured = [r for r in measured if r is not None]
     if measured:
@@ -163,8 +166,11 @@ def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits
     if data.info.shape == MNIST_SHAPE:
         candidates = [space.reference(n) for n in list(space.references)[:3]]
     else:
+        from nas.arch.builder import count_params
+
         probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        candidates = [space.sample(probe.ask(), data.info.shape) for _ in range(3)]
+        proposals = (space.sample(probe.ask(), data.info.shape) for _ in range(PROBE_PROPOSALS))
+        candidates = list(itertools.islice((c for c in proposals if budget is None or count_params(c.arch) < budget), 3))
     if not candidates:
         return None
     rates = [time_steps(c, data, device) for c in candidates]
