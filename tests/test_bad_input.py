@@ -18,6 +18,8 @@ from nas.cli import bench, export, report, search, show, train
 from conftest import REPO_SPACE, write_mnist
 
 PASSWORD = "hunter2"
+# The cases share one world and one tiny study, built once per test process: keep them in one process.
+pytestmark = pytest.mark.xdist_group("bad-input")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def world(tmp_path_factory):
     with gzip.open(gzbomb / "train-images-idx3-ubyte.gz", "wb") as f:  # a valid header, then far too much
         f.write((2051).to_bytes(4, "big") + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
         chunk = bytes(1 << 20)
-        for _ in range(200):
+        for _ in range(50):  # 52 MB, past the 47,040,000 bytes the header promises
             f.write(chunk)
     return w
 

@@ -15,14 +15,13 @@ from optuna.trial import TrialState
 
 from conftest import command
 
-pytestmark = pytest.mark.xdist_group("postgresql")  # one test process uses the server at a time
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"}
 
 
 def search_args(storage, real_mnist_dir, tmp_path, trials):
     return [command("nas-search"), "--storage", storage, "--study", "loss", "--trials", str(trials), "--epochs", "1",
-            "--rungs", "none", "--subset", "2000", "--holdout", "500", "--no-references", "--device", "cpu",
+            "--rungs", "none", "--subset", "500", "--holdout", "500", "--no-references", "--device", "cpu",
             "--artifacts", str(tmp_path / "weights"), "--data-dir", str(real_mnist_dir)]
 
 
@@ -37,10 +36,11 @@ def restart_postgresql():
                    capture_output=True, timeout=120)
 
 
+@pytest.mark.xdist_group("postgresql")  # one test process uses the server at a time
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or os.geteuid() != 0 or not Path("/etc/postgresql").is_dir(),
                     reason="restarting PostgreSQL needs its cluster tools and root")
 def test_a_search_outlives_a_postgresql_restart_and_resumes(pg_url, real_mnist_dir, tmp_path):
-    args = search_args(pg_url, real_mnist_dir, tmp_path, 4)
+    args = search_args(pg_url, real_mnist_dir, tmp_path, 2)
     run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 120
     while time.time() < deadline:  # restart while a trial trains
@@ -61,7 +61,7 @@ def test_a_search_outlives_a_postgresql_restart_and_resumes(pg_url, real_mnist_d
     trials, running = finished(pg_url)
     assert running == []  # nothing left RUNNING forever
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) >= 4 and all(t.user_attrs["outcome"] == "complete" for t in complete)
+    assert len(complete) >= 2 and all(t.user_attrs["outcome"] == "complete" for t in complete)
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
     assert all(t.user_attrs.get("outcome") == "interrupted" for t in interrupted)  # requeued, not failed
     copies = {t.user_attrs.get("retry_of") for t in trials} - {None}
