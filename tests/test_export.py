@@ -20,6 +20,9 @@ from nas.arch.presets import load_preset
 from nas.arch.candidate import Candidate
 
 
+pytestmark = pytest.mark.xdist_group("export")  # its tests share one module fixture: build it once
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from conftest import write_mnist

@@ -16,6 +16,9 @@ from nas.search.settings import SearchConfig, StudySettings
 BUDGETS = (1_500, 20_000)
 
 
+pytestmark = pytest.mark.xdist_group("front")  # its tests share one module fixture: build it once
+
+
 @pytest.fixture(scope="module")
 def front(tmp_path_factory):
     from conftest import write_mnist

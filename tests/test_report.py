@@ -13,6 +13,9 @@ from nas.results.query import open_study
 from nas.search.run import run_search
 
 
+pytestmark = pytest.mark.xdist_group("report")  # its tests share one module fixture: build it once
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     from conftest import write_mnist

@@ -9,6 +9,9 @@ from nas.results.query import best_trials, find_trial, open_study, rung_studies,
 from nas.search.run import run_search
 
 
+pytestmark = pytest.mark.xdist_group("results")  # its tests share one module fixture: build it once
+
+
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     from conftest import write_mnist
