@@ -51,8 +51,9 @@ def test_an_audit_asked_for_enough_fitting_candidates_stops_there(space):
     whole = audit(space, 300, seed=1, budget=12_000)
     some = audit(space, 300, seed=1, budget=12_000, enough=3)
     assert some["accepted"] == 3 and some["sampled"] < whole["sampled"] == 300
-    # the same random stream: the samples drawn are the first ones of the whole audit
-    assert whole["accepted"] > 3 and some["sampled"] <= 300 - (whole["accepted"] - 3)
+    # the same random stream, stopped right after its third fitting sample
+    assert audit(space, some["sampled"], seed=1, budget=12_000)["accepted"] == 3
+    assert audit(space, some["sampled"] - 1, seed=1, budget=12_000)["accepted"] == 2
     none = audit(space, 50, seed=1, budget=500, enough=1)  # nothing fits: every sample is drawn
     assert none["accepted"] == 0 and none["sampled"] == 50 and none["smallest"] > 500
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -157,28 +157,36 @@ def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits
     """Seconds a typical candidate takes: measured in the study when it has screened some, else
     from a few timed steps of the references (of random candidates under ``budget``, on data of
     another shape: one over the budget is never trained, so it would only slow the probe)."""
+    from nas.engine.trainer import time_steps
+    from nas.search.plan import mean_rates
+
     measured = [Rates.of(TrialRecord.of(t)) for t in screened]
     measured = [r for r in measured if r is not None]
     if measured:
-        return Rates(sum(r.train_us for r in measured) / len(measured), sum(r.eval_us for r in measured) / len(measured))
-    from nas.engine.trainer import time_steps
-
+        return mean_rates(measured)
     if data.info.shape == MNIST_SHAPE:
         candidates = [space.reference(n) for n in list(space.references)[:3]]
     else:
-        from nas.arch.builder import count_params
-
-        probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-        proposals = (space.sample(probe.ask(), data.info.shape) for _ in range(PROBE_PROPOSALS))
-        candidates = list(itertools.islice((c for c in proposals if budget is None or count_params(c.arch) < budget), 3))
-    if not candidates:
-        return None
-    rates = [time_steps(c, data, device) for c in candidates]
-    return Rates(sum(r[0] for r in rates) / len(rates), sum(r[1] for r in rates) / len(rates))
+        candidates = list(itertools.islice((c for c, params in random_candidates(space, data.info.shape)
+                                            if budget is None or params < budget), 3))
+    return mean_rates([Rates(*time_steps(c, data, device)) for c in candidates]) if candidates else None
 
 
 PROBES_PER_BAND = 2  # random candidates timed per budget band before anything is screened
 PROBE_PROPOSALS = 2000  # random proposals at most to find them (every band has some in a space that fits it)
+
+
+def random_candidates(space: SearchSpace, shape: tuple[int, int, int]) -> Iterator[tuple[Any, int]]:
+    """Random candidates of ``space`` for data of ``shape``, with their parameter counts (seed 0, at
+    most PROBE_PROPOSALS): what the speed probes time before a study has screened anything."""
+    from nas.arch.builder import count_params
+
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(PROBE_PROPOSALS):
+        trial = probe.ask()
+        candidate = space.sample(trial, shape)
+        probe.tell(trial, 0.0)
+        yield candidate, count_params(candidate.arch)
 
 
 def band_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str,
@@ -187,7 +195,6 @@ def band_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, de
     where there are some, else from a few timed steps of random candidates of the space in the band."""
     if len(buckets) <= 1:
         return None
-    from nas.arch.builder import count_params
     from nas.engine.trainer import time_steps
     from nas.search.plan import mean_rates
     from nas.search.rungs import bucket_of
@@ -197,14 +204,9 @@ def band_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, de
         r = TrialRecord.of(t)
         if Rates.of(r) is not None and r.params is not None and r.params < buckets[-1]:
             bands[bucket_of(r.params, buckets)].append(Rates.of(r))
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(PROBE_PROPOSALS):
+    for candidate, params in random_candidates(space, data.info.shape):
         if all(bands):
             break
-        trial = probe.ask()
-        candidate = space.sample(trial, data.info.shape)
-        probe.tell(trial, 0.0)
-        params = count_params(candidate.arch)
         band = bucket_of(params, buckets)
         if params < buckets[-1] and len(bands[band]) < PROBES_PER_BAND:
             bands[band].append(Rates(*time_steps(candidate, data, device)))

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +132,9 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
     screened = screened_trials(config, opened)
     estimate = estimate_rates(screened, opened.space, data, str(device), opened.settings.budget)
     bands = band_rates(screened, opened.space, data, str(device), opened.settings.buckets) if config.timeout else None
-    # A data set smaller than MNIST trains on all it has: its rungs are planned at that size.
-    rungs = [replace(r, images=min(r.images, len(data.train_labels))) for r in opened.settings.make_rungs(opened.name)]
-    rungs = fit_rungs(rungs, estimate, len(data.val_labels), config.jobs,
-                      config.timeout, bands=bands)  # and a time too short for one finalist
+    rungs = opened.settings.make_rungs(opened.name, available=len(data.train_labels))
+    rungs = fit_rungs(rungs, estimate, len(data.val_labels), config.jobs, config.timeout,
+                      bands=bands)  # and a time too short for one finalist
     return opened, data, rungs, Estimate(estimate, bands)
 
 

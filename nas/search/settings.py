@@ -103,10 +103,11 @@ class StudySettings:
         left = MAX_IMAGES - self.holdout
         return min(left, self.subset) if self.subset else left
 
-    def make_rungs(self, name: str) -> list[Rung]:
-        """The rungs of the search named ``name``: its screening rungs, then full fidelity."""
-        return make_rungs(name, self.rungs, self.epochs, self.train_images, self.finalists, self.promote,
-                          self.buckets)
+    def make_rungs(self, name: str, available: int | None = None) -> list[Rung]:
+        """The rungs of the search named ``name``: its screening rungs, then full fidelity; with
+        ``available``, the data's training images (a set smaller than MNIST trains on all it has)."""
+        images = self.train_images if available is None else min(self.train_images, available)
+        return make_rungs(name, self.rungs, self.epochs, images, self.finalists, self.promote, self.buckets)
 
     @property
     def multi_objective(self) -> bool:
