@@ -90,6 +90,18 @@ def test_read_only_commands_never_write_a_database_that_is_not_a_study_database(
         make_storage("sqlite:///:memory:")
 
 
+def test_optunas_tables_half_made_by_another_run_are_not_another_programs(tmp_path):
+    # Optuna creates its tables one by one: a run that looks in between must wait its turn, not refuse.
+    half, mixed = tmp_path / "half.db", tmp_path / "mixed.db"
+    for path, tables in ((half, ("studies", "study_directions", "version_info")), (mixed, ("studies", "notes"))):
+        with sqlite3.connect(path) as db:
+            for table in tables:
+                db.execute(f"CREATE TABLE {table} (x INTEGER)")
+    assert database_state(f"sqlite:///{half}") == "empty"
+    with pytest.raises(SettingError, match="holds other tables"):
+        database_state(f"sqlite:///{mixed}")
+
+
 def test_a_study_database_read_stays_byte_identical(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="s", storage=make_storage(url))

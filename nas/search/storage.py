@@ -229,6 +229,10 @@ def database_state(url: str) -> str:
         raise StorageError(f"cannot open storage {redact(url)}: {_first_line(e, url)}") from None
     if OPTUNA_TABLES <= tables:
         return "optuna"
+    from optuna.storages._rdb.models import BaseModel
+
+    if tables and tables < set(BaseModel.metadata.tables):  # another run is creating Optuna's tables right now
+        return "empty"
     if tables and path is not None:  # a server database may hold other tables beside Optuna's; a file is one program's
         raise StorageError(f"{path} holds other tables ({', '.join(sorted(tables)[:5])}), not the studies of a "
                            "search; nothing was written to it")
