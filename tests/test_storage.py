@@ -116,3 +116,28 @@ def test_a_study_database_read_stays_byte_identical(tmp_path):
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     assert any("readonly" in str(e) for e in chain)
     assert digest(tmp_path / "s.db") == before
+
+
+@pytest.mark.parametrize("folder", ["run#3", "run?3", "run%3", "run%233"])
+def test_a_folder_named_with_uri_characters_opens_its_own_database(tmp_path, folder):
+    # In a URI '#' and '?' end the path and '%' starts an escape: an unencoded read-only URI of
+    # run#3/s.db opened (and created) the file "run", or read another study's database sitting there.
+    from urllib.parse import quote
+
+    decoy = tmp_path / folder.split("#")[0].split("?")[0].split("%")[0]
+    optuna.create_study(study_name="other", storage=make_storage(f"sqlite:///{decoy}"))
+    (tmp_path / folder).mkdir()
+    url = f"sqlite:///{quote(str(tmp_path / folder / 's.db'))}"  # '?' and '%' must be encoded in a URL
+    assert sqlite_path(url) == tmp_path / folder / "s.db"
+    optuna.create_study(study_name="mine", storage=make_storage(url))
+    before = {p.name: digest(p) for p in tmp_path.rglob("*") if p.is_file()}
+    assert database_state(url) == "optuna"
+    names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(url, mode="read"))]
+    assert names == ["mine"]
+    assert {p.name: digest(p) for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing made or written
+
+
+def test_a_raw_question_mark_in_a_sqlite_path_is_refused_not_cut(tmp_path):
+    with pytest.raises(SettingError, match="written %3F"):
+        sqlite_path(f"sqlite:///{tmp_path}/run?3/s.db")
+    assert sqlite_path(f"sqlite:///{tmp_path}/s.db?timeout=5") == tmp_path / "s.db"

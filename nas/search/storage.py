@@ -88,16 +88,50 @@ def redact_text(text: str, *urls: str) -> str:
     return text
 
 
+SQLITE_URL_KEYS = {"timeout", "check_same_thread", "isolation_level", "detect_types", "cached_statements"}
+
+
 def sqlite_path(url: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL, resolved (two spellings of one file agree)."""
+    """The database file of a ``sqlite:///`` URL, resolved (two spellings of one file agree). A ``?``
+    in a path must be written ``%3F``: a raw one starts the URL's options and would cut the path."""
     if not url.startswith("sqlite:"):
         return None
     from sqlalchemy.engine import make_url
 
+    from urllib.parse import parse_qsl
+
+    options = url.partition("?")[2]
+    try:
+        keys = {key for key, _ in parse_qsl(options, strict_parsing=True)} if options else set()
+    except ValueError:
+        keys = {options}
+    if not keys <= SQLITE_URL_KEYS:
+        raise StorageError(f"{redact(url)}: {', '.join(sorted(keys - SQLITE_URL_KEYS))!r} after '?' is not an option "
+                           "of SQLite's; a '?' in the database's path must be written %3F (and a '%' as %25)")
     database = make_url(url).database
     if not database or database == ":memory:":
         return None
     return Path(database).expanduser().resolve()
+
+
+def _file_uri(path: Path) -> str:
+    """SQLite's URI of a file: the path percent-encoded, since in a URI '#' and '?' end it and '%' starts
+    an escape (a folder named ``run#3`` would otherwise open ``run``)."""
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path))}"
+
+
+def read_only_uri(path: Path) -> str:
+    """The URI that opens the SQLite file ``path`` read-only (``sqlite3.connect(..., uri=True)``)."""
+    return f"{_file_uri(path)}?mode=ro"
+
+
+def read_only_url(path: Path) -> str:
+    """The same as a SQLAlchemy URL (which decodes the URL once, so it is encoded once more here)."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=_file_uri(path), query={"mode": "ro", "uri": "true"}).render_as_string()
 
 
 # ---------------------------------------------------------------- the lock
@@ -197,7 +231,7 @@ def _tables(url: str, path: Path | None) -> set[str]:
         if not path.is_file():
             raise StorageError(f"{path} is not a file; give the path of a SQLite database file")
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            with contextlib.closing(sqlite3.connect(read_only_uri(path), uri=True)) as db:
                 return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:
             raise StorageError(f"{path} is not a SQLite database ({e}); nothing was written to it") from None
@@ -258,7 +292,7 @@ def make_storage(url: str, create: bool = True, mode: str | None = None) -> optu
             _make_folder(path)
         engine_kwargs = {"connect_args": {"timeout": 120}}  # wait for the other writers, don't fail
         if mode == "read":
-            url = f"sqlite:///file:{path}?mode=ro&uri=true"
+            url = read_only_url(path)
     else:
         engine_kwargs = {"pool_pre_ping": True}  # a server that restarted: reconnect instead of failing
     try:
