@@ -188,5 +188,20 @@ def test_an_export_killed_midway_is_undone_by_the_next_one(trained, tmp_path, wh
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"] and (out / "model.pt").read_bytes() == before
     running = tmp_path / f".best.{os.getpid()}.abcd1234"  # a live export's staging folder is left alone
     running.mkdir()
+    export_module._claim(running, "staging", running.name)
     check_destination(out, force=True)
     assert running.is_dir()
+
+
+def test_folders_named_like_an_exports_own_are_the_users(tmp_path):
+    # Only a record the export wrote makes a folder its own: names alone (a dead process id in them)
+    # once had a refused export delete these with the files in them.
+    out = tmp_path / "best"
+    users = [tmp_path / name for name in (".best.old-2024", ".best.12345.backup", ".best.99999.abc", ".best.old-99999")]
+    for folder in users:
+        folder.mkdir()
+        (folder / "mine.txt").write_text("precious")
+    (users[3] / export_module.MOVE_RECORD).write_text(json.dumps(  # a record naming another folder: not this one's
+        {"written_by": "nas-export", "role": "aside", "pid": 99999, "folder": ".best.old-1"}))
+    check_destination(out, force=True)
+    assert all((f / "mine.txt").read_text() == "precious" for f in users) and not out.exists()

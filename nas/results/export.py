@@ -81,17 +81,40 @@ class ExportResult:
     latency: dict[str, Any] = field(default_factory=dict)
 
 
+MOVE_RECORD = ".nas-export-move"  # written into a folder an export stages or moves aside: the proof it is ours
+
+
+def _claim(folder: Path, role: str, name: str) -> None:
+    """Record in ``folder`` that this process made it (``role`` "staging") or moves it aside ("aside")
+    under ``name``, so that only a folder carrying this record, for its very name, is ever removed or
+    moved back."""
+    record = {"written_by": "nas-export", "role": role, "pid": os.getpid(), "folder": name}
+    (folder / MOVE_RECORD).write_text(json.dumps(record) + "\n")
+
+
+def _claimed(folder: Path) -> dict[str, Any] | None:
+    """The record :func:`_claim` left in ``folder``, if it is there and names this folder."""
+    try:
+        record = json.loads((folder / MOVE_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and record.get("written_by") == "nas-export" and record.get("folder") == folder.name
+    return record if ok and isinstance(record.get("pid"), int) and record.get("role") in ("staging", "aside") else None
+
+
 def recover_interrupted(out: Path) -> None:
     """Undo what an export to ``out`` that was killed (SIGKILL, power loss) left beside it: its staging
     folder is removed, and a previous export it had moved aside is put back if ``out`` is missing.
-    Only folders of processes no longer alive are touched; each name carries its process id."""
+    Only folders that carry an export's own record (``MOVE_RECORD``, naming the folder) of a process
+    no longer alive are touched; a folder merely named like one is the user's."""
     if not out.parent.is_dir():
         return
     for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
-        found = re.fullmatch(r"(?:(\d+)\.[a-z0-9_]+|old-(\d+))", path.name[len(out.name) + 2:])
-        if not found or not path.is_dir() or pid_alive(int(found[1] or found[2])):
+        record = _claimed(path) if path.is_dir() and not path.is_symlink() else None
+        if record is None or pid_alive(record["pid"]):
             continue
-        if found[2] and not out.exists():
+        if record["role"] == "aside" and not out.exists():
+            (path / MOVE_RECORD).unlink()
             os.replace(path, out)  # the export it was replacing: back in place
         else:
             shutil.rmtree(path, ignore_errors=True)
@@ -143,6 +166,7 @@ def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out
     out.parent.mkdir(parents=True, exist_ok=True)  # staging beside it: the last move is a rename, not a copy
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}."))
     try:
+        _claim(staging, "staging", staging.name)
         os.chmod(staging, 0o777 & ~umask())
         parity = [_write_pt2(model, x, reference, staging / "model.pt2"),
                   _write_onnx(model, x, reference, staging / "model.onnx")]
@@ -162,6 +186,7 @@ def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out
         for name in (*FILES, MARK):
             os.chmod(staging / name, 0o666 & ~umask())
         _move_into_place(staging, out)
+        (out / MOVE_RECORD).unlink()  # the record names the staging folder, so a crash before this leaves it inert
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -174,12 +199,14 @@ def _move_into_place(staging: Path, out: Path) -> None:
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        _claim(out, "aside", old.name)
         os.replace(out, old)
     try:
         os.replace(staging, out)
     except BaseException:
         if old is not None:
             os.replace(old, out)
+            (out / MOVE_RECORD).unlink()
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
