@@ -19,7 +19,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
+import re
+import reprlib
 import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.arch.checks import is_int, is_number
+from nas.arch.spec import MAX_CHANNELS, MAX_SIZE
 from nas.errors import SettingError
 
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # unsigned bytes, 3 and 1 dimensions
@@ -42,6 +47,9 @@ OFFICIAL_FILES: dict[str, tuple[int, tuple[int, ...], str]] = {
 DEFAULT_DOWNLOAD_ROOT = Path.home() / ".cache" / "nas-mnist"
 MEAN, STD = 0.1307, 0.3081  # of MNIST's training images scaled to [0, 1]
 DESCRIPTION = "dataset.json"  # beside the files: what a data set of MNIST's shape is, if not MNIST
+DESCRIPTION_KEYS = ("name", "classes", "mean", "std", "md5")  # all it may say (docs/guide.md#other-data-sets)
+MAX_DESCRIPTION_BYTES = 100_000  # a few lines of JSON; a larger file is not a description
+MD5 = re.compile(r"[0-9a-fA-F]{32}")
 DEFAULT_HOLDOUT = 10_000  # as large as the test set: validation and test accuracy are equally noisy
 FIX = "copy the four official MNIST files there again, or point `data_dir` (or NAS_DATA_DIR) at a folder that has them"
 
@@ -77,10 +85,7 @@ def read_idx(path: Path, magic: int, shape: tuple[int, ...] | None = None, md5: 
             dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
             if shape is not None and dims != shape:
                 raise DataError(f"{path}: holds shape {dims}, expected {shape}; {FIX}")
-            size = int(np.prod(dims, dtype=np.int64))
-            if size > MAX_IDX_BYTES:
-                raise DataError(f"{path}: its header promises {size:,} bytes of data, more than this tool reads "
-                                f"({MAX_IDX_BYTES:,}); {FIX}")
+            size = promised_size(path, dims)
             body = f.read(size + 1)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{path}: corrupt or truncated gzip file ({e}); {FIX}") from None
@@ -94,6 +99,20 @@ def read_idx(path: Path, magic: int, shape: tuple[int, ...] | None = None, md5: 
                         f"{hashlib.md5(header + body).hexdigest()}, expected {md5}); {FIX}; for another data set "
                         f"of MNIST's shape (Fashion-MNIST, KMNIST), put a {DESCRIPTION} naming it beside the files")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def promised_size(path: Path, dims: tuple[int, ...]) -> int:
+    """The bytes of data an IDX header's shape promises, refused past MAX_IDX_BYTES before any is read.
+    In Python ints: 32-bit dimensions multiply past int64, where np.prod wraps (to -2, say, and a read of
+    -2 + 1 bytes reads the whole stream)."""
+    size = math.prod(dims)
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{path}: its header promises {size:,} bytes of data, more than this tool reads "
+                        f"({MAX_IDX_BYTES:,}); {FIX}")
+    if math.prod(d for d in dims if d) > MAX_IDX_BYTES:  # numpy refuses to shape even no data past int64
+        raise DataError(f"{path}: its header gives the shape {dims}: no data, in dimensions larger than this tool "
+                        f"reads ({MAX_IDX_BYTES:,} bytes); {FIX}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -165,6 +184,7 @@ def load_dataset(data_dir: str | Path | None = None, verify: bool = True) -> Dat
         n_images, n_labels = len(arrays[f"{split}-images-idx3-ubyte"]), len(arrays[f"{split}-labels-idx1-ubyte"])
         if n_images != n_labels:
             raise DataError(f"{folder}: {split} has {n_images} images but {n_labels} labels; {FIX}")
+    check_images(paths, arrays)
     info = data_info(folder, arrays, described, official and verify)
 
     def tensor(name: str) -> torch.Tensor:
@@ -190,43 +210,145 @@ def idx_shape(path: Path) -> tuple[int, ...] | None:
 
 
 def description(folder: Path) -> dict[str, Any] | None:
-    """The folder's ``dataset.json``, if it has one: what the data set is."""
+    """The folder's ``dataset.json``, if it has one: what the data set is, every key checked."""
     path = folder / DESCRIPTION
     if not path.exists():
         return None
-    from nas.system import read_text_file
+    from nas.system import check_nesting, read_text_file
 
     try:
-        described = json.loads(read_text_file(path, 100_000, "data set description", "JSON"))
+        text = read_text_file(path, MAX_DESCRIPTION_BYTES, "data set description", "JSON")
+        check_nesting(text, "the JSON")  # before the parser, whose recursion a deep file would exhaust
+        described = json.loads(text)
     except ValueError as e:
         raise DataError(f"{path}: {e}") from None
-    allowed = {"name", "classes", "mean", "std", "md5"}
-    if not isinstance(described, dict) or set(described) - allowed:
-        raise DataError(f"{path}: must be a JSON object with some of {', '.join(sorted(allowed))}")
-    return described
+    return check_description(path, described)
+
+
+def check_description(path: Path, described: Any) -> dict[str, Any]:
+    """``dataset.json`` checked key by key against its contract (docs/guide.md#other-data-sets). What needs
+    the files (the channels, the labels) is checked in :func:`data_info`."""
+    keys = ", ".join(DESCRIPTION_KEYS)
+    if not isinstance(described, dict):
+        raise DataError(f'{path}: must be a JSON object with some of the keys {keys}, e.g. {{"name": "fashion-mnist"}}'
+                        f"; got {reprlib.repr(described)}")
+    for key in described:
+        if key not in DESCRIPTION_KEYS:
+            raise DataError(f"{path}: unknown key {reprlib.repr(key)}; it takes only {keys}: remove it or fix its name")
+    checks = {"name": check_name, "classes": check_classes, "mean": check_mean, "std": check_std, "md5": check_md5s}
+    return {key: checks[key](path, value) for key, value in described.items()}
+
+
+def refused(path: Path, key: str, rule: str, value: Any) -> DataError:
+    return DataError(f'{path}: "{key}" is {reprlib.repr(value)}; it must be {rule}')
+
+
+def check_name(path: Path, name: Any) -> str:
+    if not (isinstance(name, str) and name.strip() and name.isprintable()):  # it is printed in one-line reports
+        raise refused(path, "name", 'one line of text, e.g. "fashion-mnist"', name)
+    return name
+
+
+def check_classes(path: Path, classes: Any) -> int:
+    if not (is_int(classes) and 2 <= classes <= MAX_CHANNELS):  # a spec scores at most MAX_CHANNELS classes
+        raise refused(path, "classes", f"a whole number from 2 to {MAX_CHANNELS} (e.g. 10), or left out (it is then "
+                      "the largest label + 1)", classes)
+    return classes
+
+
+def check_mean(path: Path, mean: Any) -> Any:
+    values = mean if isinstance(mean, list) else [mean]
+    if not values or not all(is_number(v) for v in values):  # NaN or Infinity would train to NaN
+        raise refused(path, "mean", "a finite number (of the training pixels scaled to [0, 1]), or a list of one per "
+                      "channel; or left out (computed from the training images)", mean)
+    return mean
+
+
+def check_std(path: Path, std: Any) -> Any:
+    values = std if isinstance(std, list) else [std]
+    if not values or not all(is_number(v) and v > 0 for v in values):  # it divides the pixels: 0, NaN, -1 train to NaN
+        raise refused(path, "std", "a finite number above 0 (of the training pixels scaled to [0, 1]), or a list of "
+                      "one per channel; or left out (computed from the training images)", std)
+    return std
+
+
+def check_md5s(path: Path, md5s: Any) -> dict[str, str]:
+    """File name -> md5, lowercased as hashlib writes it."""
+    if not isinstance(md5s, dict):
+        raise refused(path, "md5", 'an object from file name to the md5 of the uncompressed file, e.g. '
+                      '{"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb"}', md5s)
+    for file, digest in md5s.items():
+        if file not in OFFICIAL_FILES:
+            raise DataError(f'{path}: "md5" names the file {reprlib.repr(file)}; name one of '
+                            f'{", ".join(OFFICIAL_FILES)} (without .gz: the md5 is of the uncompressed file)')
+        if not (isinstance(digest, str) and MD5.fullmatch(digest)):
+            raise DataError(f'{path}: "md5" of {file} must be 32 hexadecimal digits (the md5 of the uncompressed '
+                            f"file), got {reprlib.repr(digest)}")
+    return {file: digest.lower() for file, digest in md5s.items()}
+
+
+def check_images(paths: dict[str, Path], arrays: dict[str, np.ndarray]) -> None:
+    """Images a network can take: some in each split (no test image would score by dividing by zero, no
+    training image would leave nothing to learn from or to hold out), square, of one size in both splits,
+    with as many channels and pixels as a spec can take."""
+    train_file = paths["train-images-idx3-ubyte"]
+    train, test = arrays["train-images-idx3-ubyte"], arrays["t10k-images-idx3-ubyte"]
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        if not len(arrays[name]):
+            raise DataError(f"{paths[name]}: holds no images (shape {arrays[name].shape}); both splits need some; "
+                            f"{FIX}")
+    if train.shape[-1] != train.shape[-2] or test.shape[1:] != train.shape[1:]:
+        raise DataError(f"{train_file.parent}: images must be square and the same size in both splits, got "
+                        f"{train.shape[1:]} and {test.shape[1:]}")
+    channels, size = (1 if train.ndim == 3 else train.shape[1]), train.shape[-1]
+    if not (1 <= channels <= MAX_CHANNELS and 1 <= size <= MAX_SIZE):
+        raise DataError(f"{train_file}: its images are {channels}-channel {size}x{size}; "
+                        f"a network takes 1 to {MAX_CHANNELS} channels of 1x1 to {MAX_SIZE}x{MAX_SIZE} pixels; {FIX}")
 
 
 def data_info(folder: Path, arrays: dict[str, np.ndarray], described: dict[str, Any] | None,
               is_mnist: bool) -> DataInfo:
-    """The data set's shape, classes and normalization, from its files (and its description)."""
+    """The data set's shape, classes and normalization, from its files (and its description, whose keys
+    :func:`check_description` checked on their own: here against the images and labels)."""
     images = arrays["train-images-idx3-ubyte"]
-    if images.shape[-1] != images.shape[-2] or arrays["t10k-images-idx3-ubyte"].shape[1:] != images.shape[1:]:
-        raise DataError(f"{folder}: images must be square and the same size in both splits, got "
-                        f"{images.shape[1:]} and {arrays['t10k-images-idx3-ubyte'].shape[1:]}")
     channels = 1 if images.ndim == 3 else images.shape[1]
-    labels = np.concatenate([arrays["train-labels-idx1-ubyte"], arrays["t10k-labels-idx1-ubyte"]])
+    largest = int(max(arrays["train-labels-idx1-ubyte"].max(), arrays["t10k-labels-idx1-ubyte"].max()))
     described = described or {}
-    classes = int(described.get("classes", int(labels.max()) + 1))
-    if labels.max() >= classes:
-        raise DataError(f"{folder}: a label is {int(labels.max())}, but the data set has {classes} classes")
+    classes = described.get("classes", largest + 1)
+    if largest >= classes:
+        raise DataError(f'{folder / DESCRIPTION}: a label is {largest}, but the data set has {classes} classes; give '
+                        f'"classes" at least {largest + 1}, or leave it out (it is then the largest label + 1)')
+    if classes < 2:
+        raise DataError(f"{folder}: every label is 0: one class, nothing to tell apart; a data set needs 2 or more; "
+                        f"{FIX}")
     if is_mnist and not described:
         return DataInfo()
+    mean = per_channel(folder, described, "mean", channels) or pixel_statistic(images, np.mean)
+    std = per_channel(folder, described, "std", channels) or pixel_statistic(images, np.std)
+    if min(std) <= 0:  # it divides the pixels: the loss would be NaN from the first step
+        raise DataError(f'{folder}: the training images are blank in a channel (pixel std {min(std)}), which would '
+                        f'divide by 0; give "std" in {DESCRIPTION}, or use images that are not blank')
+    return DataInfo(described.get("name", folder.name), channels, int(images.shape[-1]), classes, mean, std)
+
+
+def pixel_statistic(images: np.ndarray, statistic: Any) -> tuple[float, ...]:
+    """``statistic`` (np.mean, np.std) of each channel's pixels scaled to [0, 1], to 4 decimals."""
     axes = (0, 1, 2) if images.ndim == 3 else (0, 2, 3)
-    mean = described.get("mean", (images / 255.0).mean(axis=axes, dtype=np.float64).round(4).tolist())
-    std = described.get("std", (images / 255.0).std(axis=axes, dtype=np.float64).round(4).tolist())
-    as_tuple = (lambda v: tuple(float(x) for x in (v if isinstance(v, list) else [v])))
-    return DataInfo(str(described.get("name", folder.name)), channels, int(images.shape[-1]), classes,
-                    as_tuple(mean), as_tuple(std))
+    return tuple(np.atleast_1d(statistic(images / 255.0, axis=axes)).round(4).tolist())
+
+
+def per_channel(folder: Path, described: dict[str, Any], key: str, channels: int) -> tuple[float, ...] | None:
+    """``dataset.json``'s mean or std, one value per channel (a single number holds for every channel), or
+    None where it gives none."""
+    if key not in described:
+        return None
+    values = described[key]
+    if not isinstance(values, list):
+        return (float(values),) * channels
+    if len(values) != channels:
+        raise DataError(f'{folder / DESCRIPTION}: "{key}" has {len(values)} values, but the images have {channels} '
+                        f"channel{'s' if channels > 1 else ''}; give one value per channel, or one number for all")
+    return tuple(float(v) for v in values)
 
 
 def _download() -> Path:
