@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -27,16 +28,28 @@ def umask() -> int:
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` only if it succeeded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    atomic_write_all({path: write})
+
+
+def atomic_write_all(files: dict[Path, Callable[[Path], Any]]) -> None:
+    """Write every file (``write(tmp_path)`` each) and move them onto their paths only if all succeeded:
+    a full disk halfway leaves none of them written. A file replaced keeps its permissions (a report
+    the user made private stays private); a new one gets the umask's."""
+    temps: dict[Path, str] = {}
     try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
+        for path, write in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temps[path] = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            write(Path(temps[path]))
+        for path, tmp in temps.items():
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if path.is_file() else 0o666 & ~umask())
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 MAX_NESTING = 50  # brackets or indentation levels of a spec, space or preset file; theirs is under 10
@@ -46,8 +59,6 @@ def read_text_file(path: Path, max_bytes: int, what: str, form: str = "") -> str
     """The text of a small input file (``what`` names it in errors), refused before it is parsed if it
     is not a regular file (a FIFO would block, /dev/zero never ends), is larger than ``max_bytes``,
     or is not UTF-8. Never reads more than ``max_bytes + 1`` bytes."""
-    import stat
-
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -97,3 +108,14 @@ def check_nesting(text: str, what: str, limit: int = MAX_NESTING) -> None:
     if nesting_depth(text) > limit:
         raise ValueError(f"{what} is nested too deeply (more than {limit} levels); it is not a file this tool wrote "
                          "or documents")
+
+
+def json_object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook`` for files a user writes: a key given twice is a mistake
+    (the parser would keep the last one silently), so it is refused."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} is given twice in one object; keep one")
+        seen[key] = value
+    return seen

@@ -66,6 +66,30 @@ def world(tmp_path_factory):
         chunk = bytes(1 << 20)
         for _ in range(50):  # 52 MB, past the 47,040,000 bytes the header promises
             f.write(chunk)
+    # Issue 27's cases: files that look like the tool's own, a pipe, odd spec names, data that breaks its contract.
+    (w / "marked.html").write_text("<html><title>nas-report: my notes quoting its marker</title></html>")
+    (w / "mine.csv").write_text("study,rung,number\nmy,own,rows\n")
+    os.mkfifo(w / "pipe")  # opening it to write (or to read its head) would wait forever
+    for name in (".best.old-2024", ".best.12345.backup"):  # named like an export's staging folders: the user's
+        (w / name).mkdir()
+        (w / name / "mine.txt").write_text("precious")
+    for name, value in (("named", {"a": 1}), ("ansi-name", "a\x1b[31mb")):
+        (w / f"{name}.json").write_text(json.dumps({**spec, "name": value}))
+    (w / "dup.json").write_text(json.dumps(spec)[:-1] + ', "arch": {"layers": []}}')
+    overflow = write_mnist(w / "overflow")  # dims multiplying to 2**64 - 2 (int64 wraps to -2), then a little data
+    (overflow / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+        (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (129794, 31252369, 4547599)) + bytes(1000)))
+    for name, description in (("md5-string", {"name": "letters", "md5": "abc"}), ("std-zero", {"std": 0}),
+                              ("classes-string", {"classes": "10"})):
+        (write_mnist(w / name) / "dataset.json").write_text(json.dumps(description))
+    no_test = write_mnist(w / "no-test")  # no test images, nor labels
+    (no_test / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+        (2051).to_bytes(4, "big") + (0).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2))
+    (no_test / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress((2049).to_bytes(4, "big") + (0).to_bytes(4, "big")))
+    zero_size = write_mnist(w / "zero-size")  # 0x0 images in both splits
+    for split, n in (("train", 1000), ("t10k", 300)):
+        (zero_size / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+            (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + (0).to_bytes(4, "big") * 2))
     return w
 
 
@@ -194,6 +218,41 @@ CASES = [
     ("nas-report --storage sqlite:///{w}/foreign.db", "holds other tables (notes)"),
     ("nas-report --storage sqlite:///{w}/ok.json", "is not a SQLite database"),
     ("nas-report --storage sqlite:///:memory:", "keeps nothing once the run ends"),
+    # issue 27: nothing read from the wrong place, nothing deleted or written that was not asked for
+    ("nas-report --storage sqlite:///{w}/run?3/s.db", "after '?' is not an option of SQLite's"),
+    ("nas-export --storage sqlite:///{study_db} --trial 999 --out {w}/best", "has no trial 999"),
+    ("nas-search --report {w}/out/r.html --export {w}/out --storage sqlite:///{w}/new.db --data-dir {mnist}",
+     "--export: {w}/out holds the --report of this command"),
+    ("nas-report --storage sqlite:///{study_db} --out {w}/marked.html", "is not a file nas-report wrote"),
+    ("nas-report --storage sqlite:///{study_db} --out {w}/r.html --csv {w}/mine.csv", "--csv: {w}/mine.csv exists and "
+     "is not a file nas-report wrote"),
+    ("nas-report --storage sqlite:///{study_db} --out {w}/pipe", "not a regular file (a pipe"),
+    ("nas-report --storage sqlite:///{study_db} --out {w}/r.html --front-csv {w}/pipe", "--front-csv: "),
+    ("nas-search --report {w}/pipe --storage sqlite:///{w}/new.db --data-dir {mnist}", "--report: {w}/pipe is not a "
+     "regular file"),
+    ("nas-export --storage sqlite:///{study_db} --no-retrain --out {w}/pipe", "--out: {w}/pipe is a file"),
+    ("nas-train --preset ref-10066 --data-dir {w}/overflow", "its header promises 18,446,744,073,709,551,614 bytes"),
+    ("nas-train --preset ref-10066 --data-dir {w}/md5-string", "dataset.json: \"md5\" is 'abc'; it must be an object"),
+    ("nas-train --preset ref-10066 --data-dir {w}/std-zero", "dataset.json: \"std\" is 0; it must be a finite number "
+     "above 0"),
+    ("nas-train --preset ref-10066 --data-dir {w}/classes-string", "dataset.json: \"classes\" is '10'; it must be a "
+     "whole number"),
+    ("nas-train --preset ref-10066 --data-dir {w}/no-test", "holds no images (shape (0, 28, 28)); both splits need"),
+    ("nas-search --storage sqlite:///{w}/new.db --data-dir {w}/no-test", "holds no images"),
+    ("nas-train --preset ref-10066 --data-dir {w}/zero-size", "its images are 1-channel 0x0"),
+    ("nas-search --minutes 0.01 --rungs none --storage sqlite:///{w}/short.db --data-dir {mnist}",
+     "--minutes 0.01 cannot hold even one full-fidelity candidate"),
+    ("nas-search --budgets 150,20000 --storage sqlite:///{w}/budget.db --data-dir {mnist}",
+     "--budgets: none of 300 random candidates of space mnist_20k has fewer than 150"),
+    ("nas-search --budgets 0", "--budgets: must be 1 to 10 increasing"),
+    ("nas-search --budgets 2000,20000 --cost flops --objectives accuracy,params", "--cost and --objectives both"),
+    ("nas-export --storage sqlite:///{study_db} --no-retrain --out ''", "--out: an empty path"),
+    ("nas-report --storage sqlite:///{study_db} --csv ''", "--csv: an empty path"),
+    ("nas-show --spec {w}/named.json", "name must be one line of printable text"),
+    ("nas-show --spec {w}/ansi-name.json", "name must be one line of printable text"),
+    ("nas-show --spec {w}/dup.json", "the key 'arch' is given twice"),
+    ("nas-search --storage postgresql://u:" + PASSWORD + "@x@127.0.0.1:1/db --data-dir {mnist}",
+     "its password holds a raw '@'"),
 ]
 
 
@@ -235,13 +294,14 @@ def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys
     lines = [l for l in err.splitlines() if l.strip()]
     assert code == 2, (err, out)
     assert len(lines) == 1 and "Traceback" not in err + out, err
-    assert message in lines[0], lines[0]
+    assert message.format(w=world) in lines[0], lines[0]
     assert lines[0].startswith(f"{argv[0]}: error: ")
     assert PASSWORD not in err + out
     assert (full / "keep.txt").read_text() == "precious" and sorted(p.name for p in full.iterdir()) == ["keep.txt"]
     assert checksums(study_db, world, real_mnist_dir) == before  # the study, its weights, every file: byte-identical
     for name in ("typo.db", "seed.db", "budget.db", "seed.db.lock", "budget.db.lock", "new.db", "new.db.lock",
-                 "r.html", "x.json", "y", "foreign.db.lock", "empty.db.lock", "short.db", "short.db.lock"):
+                 "r.html", "x.json", "y", "foreign.db.lock", "empty.db.lock", "short.db", "short.db.lock", "out",
+                 "best", "run", "run?3"):
         assert not (world / name).exists(), name  # refused before any database is created
     assert not re.search(r"\x1b\[", err)  # escape sequences are not printed raw
 

@@ -104,3 +104,29 @@ def test_a_full_disk_stops_the_search_with_one_line_and_the_study_intact(small_d
     assert again.returncode == 0, again.stderr
     trials, running = finished(storage)
     assert running == [] and sum(t.state == TrialState.COMPLETE for t in trials) >= 3
+
+
+def test_a_file_size_limit_stops_the_search_with_one_line_and_the_study_intact(real_mnist_dir, tmp_path):
+    # `ulimit -f`: SQLite's write past the limit is a "disk I/O error" (EFBIG), once a 170-line traceback
+    import resource
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    args = search_args(storage, real_mnist_dir, tmp_path, 1)
+    assert subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600).returncode == 0
+    size = (tmp_path / "s.db").stat().st_size
+
+    def limit() -> None:  # the database may not grow by a page
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    limited = subprocess.run([*args[:-2], "--trials", "3", *args[-2:]], capture_output=True, text=True, env=ENV,
+                             timeout=600, preexec_fn=limit)
+    lines = [line for line in limited.stderr.splitlines() if line.strip() and "it/s]" not in line]
+    assert limited.returncode == 2 and "Traceback" not in limited.stderr, limited.stderr[-3000:]
+    assert len(lines) == 1 and "a file reached its size limit" in lines[0] and "the study is intact" in lines[0], lines
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    again = subprocess.run([*args[:-2], "--trials", "2", *args[-2:]], capture_output=True, text=True, env=ENV,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    trials, running = finished(storage)
+    assert running == [] and sum(t.state == TrialState.COMPLETE for t in trials) >= 3

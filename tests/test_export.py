@@ -205,3 +205,48 @@ def test_folders_named_like_an_exports_own_are_the_users(tmp_path):
         {"written_by": "nas-export", "role": "aside", "pid": 99999, "folder": ".best.old-1"}))
     check_destination(out, force=True)
     assert all((f / "mine.txt").read_text() == "precious" for f in users) and not out.exists()
+
+
+def test_a_damaged_or_planted_weights_file_is_one_line_and_never_loaded(tmp_path, trained):
+    import pickle
+
+    from nas.engine.weights import read_weights
+
+    candidate, model, data, _ = trained
+    export_folder(model, candidate, {}, tmp_path / "best", data.test_images[:50])
+    good = (tmp_path / "best" / "model.pt").read_bytes()
+    planted = tmp_path / "planted.pt"
+
+    class Payload:  # what an attacker's pickle would run on load
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    planted.write_bytes(pickle.dumps(Payload()))
+    files = {"empty.pt": b"", "half.pt": good[: len(good) // 2], "text.pt": b"not weights at all"}
+    for name, data_bytes in files.items():
+        (tmp_path / name).write_bytes(data_bytes)
+    for name in [*files, "planted.pt"]:
+        with pytest.raises(SettingError) as caught:
+            load_model(tmp_path / name)
+        message = str(caught.value)
+        assert len(message.splitlines()) == 1 and "weights_only" not in message and name in message, message
+    assert not (tmp_path / "pwned").exists()
+    assert set(read_weights(tmp_path / "best" / "model.pt", "path", "the model file")) >= {"spec", "state_dict"}
+
+
+def test_a_file_size_limit_too_small_for_an_export_is_refused_before_any_work(tmp_path, tiny_mnist_dir):
+    # torch's and onnx's writers abort the process from C++ past `ulimit -f` (exit 134, a C++ stack)
+    import resource
+
+    from conftest import command
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.RLIM_INFINITY))
+
+    done = subprocess.run([command("nas-export"), "--preset", "ref-10066", "--out", str(tmp_path / "best"),
+                           "--data-dir", str(tiny_mnist_dir), "--device", "cpu"], capture_output=True, text=True,
+                          preexec_fn=limit, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "nas-export: error: --out: the file size limit (ulimit -f) is 50,000 bytes, and an export takes files of up "
+        "to about 2,328,576; raise it (ulimit -f unlimited) and run the command again"], done.stderr
+    assert not (tmp_path / "best").exists() and "training" not in done.stdout

@@ -91,8 +91,24 @@ def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
     assert one[2].keep == 1
     with pytest.raises(SettingError, match="timeout: .* cannot hold even one full-fidelity candidate"):
         fit_rungs(rungs, rate, 10_000, 1, full / 2)  # not even one full-fidelity candidate fits
-    # one fidelity: nothing to cut (the worker starts no trial it cannot finish)
-    assert fit_rungs(rungs[-1:], rate, 10_000, 1, full / 2) == rungs[-1:]
+    # one fidelity: nothing to cut, but the time must hold one candidate (it planned "up to 0", then trained one)
+    assert fit_rungs(rungs[-1:], rate, 10_000, 1, 2 * full) == rungs[-1:]
+    with pytest.raises(SettingError, match="cannot hold even one full-fidelity candidate"):
+        fit_rungs(rungs[-1:], rate, 10_000, 1, full / 2)
+
+
+@pytest.mark.parametrize("epochs, expected", [(15, ["2 ep x 180 img", "15 ep x 180 img"]), (1, ["1 ep x 180 img"])])
+def test_a_small_data_set_gets_rungs_that_each_cost_more_than_the_last(epochs, expected):
+    # 200 images, 20 held out: the default rungs 2x10000 and 2 both became "2 ep x 180 img", and with
+    # one epoch the screening rung cost twice the full fidelity
+    from nas.search.settings import SearchConfig
+
+    new = SearchConfig(settings={"epochs": epochs, "holdout": 20}).new_settings()
+    settings = new.fitted(180, asked_rungs=False)
+    assert [r.label for r in settings.make_rungs("s", available=180)] == expected
+    with pytest.raises(SettingError, match="rungs: rung 2x10000 costs no less than the next .* 180 training images"):
+        new.fitted(180, asked_rungs=True)
+    assert StudySettings().fitted(50_000, asked_rungs=False) == StudySettings()  # MNIST: as asked
 
 
 def test_ranked_orders_by_validation_accuracy_once_per_candidate():

@@ -99,3 +99,26 @@ def test_a_network_that_wins_under_several_budgets_is_labelled_once():
     rows = [{"budget": 2000, "trial": 0}, {"budget": 4000, "trial": 1}, {"budget": 8000, "trial": 1},
             {"budget": 20_000, "trial": 3}]
     assert winner_labels(rows) == ["< 2,000", "< 4,000, < 8,000", "", "< 20,000"]
+
+
+def test_resuming_with_only_the_study_name_checks_the_folders_the_first_run_exported(front, tmp_path):
+    # The first run (--budgets ... --export out) wrote out/under-1500 and out/under-20000; resumed with only
+    # --study f --export out, the budgets come from the study, not from the command line.
+    import argparse
+
+    from nas.cli.search import check_take_away, export_folders
+    from nas.results.export import MARK
+
+    config, _ = front
+    args = argparse.Namespace(report=None, export=str(tmp_path / "out"))
+    first = export_folders(args, budgets=BUDGETS)
+    assert [folder.name for folder, _ in first] == ["under-1500", "under-20000"]
+    for folder, _ in first:
+        folder.mkdir(parents=True)
+        (folder / MARK).write_text('{"written_by": "nas-export"}\n')
+        (folder / "metrics.json").write_text("{}")
+    check_take_away(args, replace(config, settings={}, trials=1))  # was: "out is not a folder nas-export wrote"
+    (first[0][0] / MARK).unlink()
+    (first[0][0] / "notes.txt").write_text("the user's")  # now a folder of the user's
+    with pytest.raises(SettingError, match="under-1500 is not a folder nas-export wrote"):
+        check_take_away(args, replace(config, settings={}, trials=1))

@@ -66,3 +66,64 @@ def test_nesting_is_counted_outside_strings_and_by_indentation():
     check_nesting("[" * 50, "the spec")
     with pytest.raises(ValueError, match="nested too deeply"):
         check_nesting("[" * 51, "the spec")
+
+
+def test_an_output_inside_another_is_refused(tmp_path):
+    # nas-search --report out/r.html --export out: the export replaces its folder whole, report included
+    with pytest.raises(SettingError, match="lies inside the `export`") as e:
+        check_outputs({"export": tmp_path / "out", "report": tmp_path / "out" / "r.html"})
+    assert e.value.name == "report"
+    with pytest.raises(SettingError, match="holds the `report`"):
+        check_outputs({"report": tmp_path / "out" / "r.html", "export": tmp_path / "out"})
+
+
+WRITER = "nas-report"
+
+
+def test_a_file_is_replaced_only_as_the_tool_wrote_it(tmp_path):
+    from nas.outputs import check_own_file, owner_record, write_own_files
+
+    mine = tmp_path / "notes.html"
+    mine.write_text("<title>nas-report: copied marker</title> my notes")  # looks like ours: is not
+    with pytest.raises(SettingError, match="is not a file nas-report wrote"):
+        check_own_file("out", mine, WRITER)
+    ours = tmp_path / "r.html"
+    check_own_file("out", ours, WRITER)  # new
+    write_own_files({ours: lambda p: p.write_text("page 1")}, WRITER)
+    check_own_file("out", ours, WRITER)  # ours, unchanged: may be replaced
+    write_own_files({ours: lambda p: p.write_text("page 2")}, WRITER)
+    assert ours.read_text() == "page 2" and owner_record(ours).exists()
+    ours.write_text("page 2, with the user's notes")
+    with pytest.raises(SettingError, match="has changed since nas-report wrote it"):
+        check_own_file("out", ours, WRITER)
+    assert mine.read_text().endswith("my notes")
+
+
+def test_a_pipe_or_a_link_is_refused_without_opening_it(tmp_path):
+    from nas.outputs import check_own_file
+
+    os.mkfifo(tmp_path / "fifo")  # opening it would wait forever for a reader
+    (tmp_path / "target").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    for name, message in (("fifo", "not a regular file"), ("link", "is a link"), (".", "is a folder")):
+        with pytest.raises(SettingError, match=message):
+            check_own_file("csv", tmp_path / name, WRITER)
+
+
+def test_files_written_together_are_all_or_nothing_and_keep_their_mode(tmp_path):
+    from nas.outputs import write_own_files
+
+    page, table = tmp_path / "r.html", tmp_path / "r.csv"
+    write_own_files({page: lambda p: p.write_text("old page")}, WRITER)
+    os.chmod(page, 0o600)  # the user made the report private
+
+    def full_disk(path):
+        path.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_own_files({table: lambda p: p.write_text("rows"), page: full_disk}, WRITER)
+    assert not table.exists() and page.read_text() == "old page"  # nothing half-done, the old file intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r.html.nas-mnist", "r.html"]
+    write_own_files({page: lambda p: p.write_text("new page")}, WRITER)
+    assert oct(os.stat(page).st_mode & 0o777) == oct(0o600)

@@ -83,3 +83,20 @@ def test_a_signal_ends_the_run_cleanly_and_the_same_command_resumes(real_mnist_d
     assert set(names.values()) == {1}  # each reference trained to the end exactly once
     keys = Counter(t.system_attrs.get("nas:key") for t in trials if t.user_attrs.get("outcome") in ("complete", "pruned"))
     assert set(keys.values()) == {1}
+
+
+@pytest.mark.parametrize("after", [0.15, 0.4, 0.8])
+def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path, tiny_mnist_dir, after):
+    # The first second imports torch and optuna: a Ctrl-C there was a 32-line KeyboardInterrupt traceback.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([command("nas-search"), "--trials", "1", "--storage", f"sqlite:///{tmp_path}/s.db",
+                                "--data-dir", str(tiny_mnist_dir), "--device", "cpu"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) <= 1, err
+    assert process.returncode in (130, 0, 2), (process.returncode, err)  # 0/2 only if it ended before the signal
+    if process.returncode == 130:
+        assert lines == ["nas-search: error: interrupted"] or "interrupted" in lines[0], lines

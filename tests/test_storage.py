@@ -141,3 +141,44 @@ def test_a_raw_question_mark_in_a_sqlite_path_is_refused_not_cut(tmp_path):
     with pytest.raises(SettingError, match="written %3F"):
         sqlite_path(f"sqlite:///{tmp_path}/run?3/s.db")
     assert sqlite_path(f"sqlite:///{tmp_path}/s.db?timeout=5") == tmp_path / "s.db"
+
+
+def test_a_database_a_kill_left_mid_commit_is_rolled_back_not_refused(tmp_path):
+    """SIGKILL during a commit leaves a hot journal, which a read-only connection may not roll back: every
+    run that first looked at the file read-only refused it as 'not a SQLite database', for good (the
+    kill test met it). The first run to open it rolls it back to its last commit and goes on."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    optuna.create_study(study_name="s", storage=make_storage(url))
+    killed = ("import os, signal, sqlite3\n"
+              f"db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+              "db.execute('PRAGMA cache_size=1')  # the transaction's pages reach the file before its commit\n"
+              "db.execute('BEGIN IMMEDIATE')\n"
+              "db.execute('CREATE TABLE filler (x)')\n"
+              "db.executemany('INSERT INTO filler VALUES (?)', [(i,) for i in range(5000)])\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", killed], check=False)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # the state the kill left
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            con.execute("SELECT count(*) FROM studies").fetchone()
+    assert database_state(url) == "optuna"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "filler" not in tables and "studies" in tables  # back to its last commit
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert optuna.load_study(study_name="s", storage=make_storage(url, mode="read")).study_name == "s"
+
+
+@pytest.mark.parametrize("password", ["p@ss", "p@ss:w@rd", "@start", "end@"])
+def test_a_raw_at_in_a_password_is_hidden_whole_and_refused(password):
+    # SQLAlchemy reads user:p@ss@host as the password "p" at host "ss@host": "ss" was shown
+    url = f"postgresql://me:{password}@127.0.0.1:1/db"
+    assert secrets_of(url) == [password]
+    assert redact(url) == "postgresql://me:***@127.0.0.1:1/db"
+    assert password not in redact_text(f"nas-search --storage {url}", url)
+    with pytest.raises(SettingError, match="written|as %40") as caught:
+        make_storage(url)
+    assert str(caught.value).startswith("storage: postgresql://me:***@127.0.0.1:1/db: its password holds a raw '@'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 from nas.arch.checks import check_keys
 from nas.arch.spec import ArchSpec
 from nas.arch.recipe import Recipe
-from nas.system import check_nesting, read_text_file
+from nas.system import check_nesting, json_object_pairs, read_text_file
 
 MAX_SPEC_BYTES = 1_000_000
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,12 @@ class Candidate:
     arch: ArchSpec
     recipe: Recipe = field(default_factory=Recipe)
     name: str = ""
+
+    def __post_init__(self) -> None:
+        # The name is printed in one-line reports and becomes part of file and study names.
+        if not (isinstance(self.name, str) and len(self.name) <= MAX_NAME and self.name.isprintable()):
+            raise ValueError(f"name must be one line of printable text of at most {MAX_NAME} characters, got "
+                             f"{reprlib.repr(self.name)}")
 
     @property
     def key(self) -> str:
@@ -65,7 +73,7 @@ class Candidate:
 
         check_nesting(text, "the spec")
         try:
-            data = json.loads(text, parse_constant=refuse)
+            data = json.loads(text, parse_constant=refuse, object_pairs_hook=json_object_pairs)
         except json.JSONDecodeError as e:
             raise ValueError(f"not valid JSON: {e}") from None
         except RecursionError:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli.common import Parser, add_candidate_args, add_device_args, load_candidate, run_cli
+from nas.cli.common import Parser, add_candidate_args, add_device_args, load_candidate, entry_point, run_cli
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -49,6 +49,7 @@ def bench_main(args: argparse.Namespace) -> int:
     return 0
 
 
+@entry_point("nas-bench")
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="nas-bench", description="Time one training epoch through the engine "
                                      "and through the classic torchvision + DataLoader loop.")

@@ -9,10 +9,13 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 if TYPE_CHECKING:
     from nas.arch import Candidate
+
+
+PATH_OPTIONS = ("out", "csv", "front_csv", "report", "export", "artifacts", "data_dir", "spec", "space", "storage")
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,6 +23,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         fail(self.prog, f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        for name in PATH_OPTIONS:  # '' would mean the current folder (or nothing) far into the run
+            if getattr(parsed, name, None) == "":
+                self.error(f"{flag(name)}: an empty path; give a file or folder name")
+        return parsed
 
 
 def fail(prog: str, message: str, code: int = 2) -> NoReturn:
@@ -35,16 +45,32 @@ def flag(name: str) -> str:
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
+def entry_point(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """A command's ``main``: Ctrl-C at any moment, even while it imports torch in its first second,
+    is one line and exit 130, not a traceback."""
+    import functools
+
+    def wrap(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def guarded(argv: list[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                fail(prog, "interrupted", 130)
+        return guarded
+    return wrap
+
+
 def run_cli(prog: str, main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
             argv: list[str] | None) -> int:
     """Parse, run, and turn the errors a user can fix into one line and a non-zero exit."""
     args = parser.parse_args(argv)
-    import optuna
-
     from nas.errors import SettingError
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         return main(args) or 0
     except SettingError as e:
         message = re.sub(r"`(\w+)`", lambda m: flag(m.group(1)), e.message)  # the other parameters it names

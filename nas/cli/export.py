@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nas.cli.common import Parser, add_candidate_args, add_device_args, check_epochs, check_seed, load_candidate, run_cli
+from nas.cli.common import (Parser, add_candidate_args, add_device_args, check_epochs, check_seed, entry_point,
+                            load_candidate, run_cli)
 
 TRAINED = ("complete", "duplicate", "diverged", "pruned")
 
@@ -182,6 +183,7 @@ def export_winner(study: Any, trial: Any, out: Path, storage: str, artifacts: st
     return trained["test_acc"]
 
 
+@entry_point("nas-export")
 def main(argv: list[str] | None = None) -> int:
     from nas.results.export import PARITY_IMAGES
     from nas.search.settings import DEFAULT_STORAGE

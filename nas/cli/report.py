@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nas.cli.common import Parser, run_cli
+from nas.cli.common import Parser, entry_point, run_cli
 
 
 def report_main(args: argparse.Namespace) -> int:
@@ -28,6 +28,7 @@ def report_main(args: argparse.Namespace) -> int:
     return 0
 
 
+@entry_point("nas-report")
 def main(argv: list[str] | None = None) -> int:
     from nas.results.query import TOP_TRIALS
     from nas.search.settings import DEFAULT_STORAGE

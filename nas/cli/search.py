@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli.common import Parser, add_data_args, quote, redacted, run_cli
+from nas.cli.common import Parser, add_data_args, quote, redacted, entry_point, run_cli
 from nas.cli.progress import CliReporter, pct
 
 STUDY_FLAGS = ("budget", "budgets", "epochs", "rungs", "promote", "finalists", "holdout", "subset", "objectives")
@@ -96,9 +96,12 @@ def config_of(args: argparse.Namespace) -> Any:
         settings["objectives"] = tuple(settings["objectives"].split(","))
     if "budgets" in settings:
         settings["budgets"] = parse_budgets(settings["budgets"])
-    if args.cost != "params":
+    if args.cost is not None:
         if "budgets" not in settings:
             raise ValueError("--cost goes with --budgets: the cost a front search ranks accuracy against")
+        if "objectives" in settings:
+            raise ValueError("--cost and --objectives both set a front search's objectives; give one of them "
+                             f"(--cost {args.cost} means --objectives accuracy,{args.cost})")
         settings["objectives"] = ("accuracy", args.cost)
     if args.no_references:
         settings["references"] = False
@@ -202,15 +205,17 @@ def check_take_away(args: argparse.Namespace, config: Any) -> None:
     from nas.engine.data import data_files
     from nas.outputs import check_outputs
     from nas.results.export import check_destination
-    from nas.results.report import OWN_MARKS, check_report_path
+    from nas.results.report import check_report_paths
     from nas.search.artifacts import stores
 
     outputs = {"report": Path(args.report) if args.report else None, "export": Path(args.export) if args.export else None}
     check_outputs(outputs, data_files(config.data_dir), stores(config.storage, config.artifacts))
-    if args.report:
-        check_report_path(Path(args.report), OWN_MARKS[".html"], "report")
+    check_report_paths({"report": outputs["report"]})
     if args.export:
-        for folder, _ in export_folders(args, budgets=config.settings.get("budgets", ())):
+        from nas.search.opening import read_search
+
+        budgets = read_search(config).settings.budgets  # a resumed study's own, not only those given
+        for folder, _ in export_folders(args, budgets=budgets):
             check_destination(folder, force=True, name="export")
 
 
@@ -306,6 +311,7 @@ def command_line(argv: list[str]) -> str:
     return redact_text(" ".join(quote(a) for a in ["nas-search", *argv]))
 
 
+@entry_point("nas-search")
 def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
@@ -335,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--subset", type=int, metavar="N", help="train on at most N of the remaining images")
     g.add_argument("--objectives", help="accuracy (default), or a Pareto search at one fidelity: accuracy,params / "
                    "accuracy,flops (with --rungs none)")
-    g.add_argument("--cost", choices=("params", "flops"), default="params", help="with --budgets: the cost the front "
+    g.add_argument("--cost", choices=("params", "flops"), help="with --budgets: the cost the front "
                    "ranks accuracy against (budgets are always parameters; default params)")
     g.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
     r = parser.add_argument_group("this run")

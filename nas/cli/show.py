@@ -7,7 +7,7 @@ import argparse
 import json
 import time
 
-from nas.cli.common import Parser, add_candidate_args, check_seed, load_candidate, run_cli
+from nas.cli.common import Parser, add_candidate_args, check_seed, load_candidate, entry_point, run_cli
 
 
 def show_main(args: argparse.Namespace) -> int:
@@ -91,6 +91,7 @@ def show_space(args: argparse.Namespace) -> int:
     return 1 if report["failed"] else 0
 
 
+@entry_point("nas-show")
 def main(argv: list[str] | None = None) -> int:
     from nas.space.audit import AUDIT_SAMPLES
     from nas.arch.budget import DEFAULT_BUDGET

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from nas.cli.common import (Parser, add_candidate_args, add_data_args, check_epochs, check_seed, load_candidate,
-                            parse_seeds, run_cli)
+                            entry_point, parse_seeds, run_cli)
 
 
 def pick_candidate(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -119,6 +119,7 @@ def summary(args, candidate, recipe, seeds, results, device: str, precision: str
         **({"study": study.study_name, "trial": trial.number} if trial is not None else {})}
 
 
+@entry_point("nas-train")
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="nas-train", description="Train one network with its recipe on MNIST "
                                      "(all 60,000 training images by default) and report the final-epoch test "

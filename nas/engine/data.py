@@ -214,12 +214,12 @@ def description(folder: Path) -> dict[str, Any] | None:
     path = folder / DESCRIPTION
     if not path.exists():
         return None
-    from nas.system import check_nesting, read_text_file
+    from nas.system import check_nesting, json_object_pairs, read_text_file
 
     try:
         text = read_text_file(path, MAX_DESCRIPTION_BYTES, "data set description", "JSON")
         check_nesting(text, "the JSON")  # before the parser, whose recursion a deep file would exhaust
-        described = json.loads(text)
+        described = json.loads(text, object_pairs_hook=json_object_pairs)
     except ValueError as e:
         raise DataError(f"{path}: {e}") from None
     return check_description(path, described)

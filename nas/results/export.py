@@ -26,6 +26,7 @@ import torch
 
 from nas.engine.augment import normalize
 from nas.engine.data import DataInfo
+from nas.engine.weights import load_into, read_weights
 from nas.errors import SettingError
 from nas.arch import Candidate
 from nas.arch.builder import build_model
@@ -130,17 +131,24 @@ def is_export(folder: Path) -> bool:
     return MARK in entries or ("metrics.json" in entries and entries <= set(FILES))
 
 
+def export_bytes(params: int = 20_000) -> int:
+    """The largest file an export of a network of ``params`` parameters writes, with room to spare
+    (model.pt2 of a 10,000-parameter network: 137 KB)."""
+    return (1 << 20) + 64 * params
+
+
 def check_destination(out: Path, force: bool, name: str = "out") -> None:
     """Refuse what would damage or cannot hold the export, before any work is done (after putting back
     what an interrupted export left, see ``recover_interrupted``). ``force`` replaces an earlier export
     only, never another folder."""
-    from nas.outputs import check_writable_folder
+    from nas.outputs import check_file_size_limit, check_writable_folder
 
     if out.suffix.lower() in FILE_SUFFIXES and not out.is_dir():
         raise SettingError(name, f"{out} looks like a file name, but the export is a folder of five files; "
                            "give a folder name (e.g. best)")
     recover_interrupted(out)
     check_writable_folder(name, out.parent)
+    check_file_size_limit(name, export_bytes(), "an export")
     if out.exists() and not out.is_dir():
         raise SettingError(name, f"{out} is a file; the export is a folder: pick another `{name}`")
     if out.exists() and any(out.iterdir()):
@@ -158,6 +166,9 @@ def export_folder(model: Net, candidate: Candidate, metrics: dict[str, Any], out
     N x 28 x 28, real test images)."""
     out = Path(out)
     check_destination(out, force)
+    from nas.outputs import check_file_size_limit
+
+    check_file_size_limit("out", export_bytes(sum(p.numel() for p in model.parameters())), "this export")
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     x = normalize(check_images.cpu(), info.mean, info.std).contiguous()
     inputs, outputs = contract(info)
@@ -286,10 +297,11 @@ def cpu_name() -> str:
 
 def load_model(path: str | Path) -> tuple[Net, dict[str, Any]]:
     """Rebuild an exported model (eval mode) from ``model.pt``; returns it and the file's other entries."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = read_weights(Path(path), "path", "the model file")
+    if not isinstance(payload.get("spec"), dict) or "state_dict" not in payload:
+        raise SettingError("path", f"{path} holds no spec and weights; give the model.pt of an export")
     candidate = Candidate.from_dict(payload["spec"])
-    model = build_model(candidate.arch)
-    model.load_state_dict(payload["state_dict"])
+    model = load_into(build_model(candidate.arch), payload["state_dict"], "path", f"the weights in {path}")
     return model.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
 
 
@@ -303,8 +315,8 @@ def stored_model(study: Any, trial: Any, artifacts: Path, data: Any) -> tuple[Ne
 
     r = TrialRecord.of(trial)
     trained = find_trial(study, r.duplicate_of) if r.outcome == "duplicate" else trial
-    model = build_model(candidate_of(trial).arch)
-    model.load_state_dict(load_weights(trained, study._storage, artifacts))
+    model = load_into(build_model(candidate_of(trial).arch), load_weights(trained, study._storage, artifacts),
+                      "artifacts", f"trial {trained.number}'s stored weights")
     test_acc = accuracy(model.eval(), data.test_images, data.test_labels, info=data.info)
     return model, {"weights": "the trial's own weights from the search (trained without the validation images)",
                    "retrained": False, "seed": r.seed, "epochs": r.epochs, "test_acc": test_acc}

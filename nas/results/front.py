@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 import plotly.graph_objects as go
@@ -38,20 +38,25 @@ def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def write_front_csv(study: optuna.Study, path: Path) -> int:
-    """The front as CSV (one row per budget); returns the number of rows."""
-    from nas.system import atomic_write
-
+def front_csv_writer(study: optuna.Study) -> Callable[[Path], None]:
+    """What writes the front as CSV (one row per budget) to a path."""
     rows = front_rows(study)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+    def write(path: Path) -> None:
+        with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FRONT_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
 
-    atomic_write(path, write)
-    return len(rows)
+    return write
+
+
+def write_front_csv(study: optuna.Study, path: Path) -> int:
+    """The front as CSV, written whole; returns the number of rows."""
+    from nas.system import atomic_write
+
+    atomic_write(path, front_csv_writer(study))
+    return len(front_rows(study))
 
 
 def public_results() -> list[dict[str, Any]]:

@@ -25,7 +25,6 @@ from nas.search.dashboard import pareto_front
 from nas.search.record import TrialRecord, candidate_of, curve_of
 from nas.arch.budget import DEFAULT_BUDGET
 from nas.arch.describe import recipe_line
-from nas.system import atomic_write
 
 
 def _points(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, TrialRecord]]:
@@ -254,44 +253,33 @@ def trials_csv(study: optuna.Study) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-# How a file this command wrote begins: it replaces such a file, never another one.
-OWN_MARKS = {".html": "<title>nas-report:", ".csv": "study,rung,", "front": "budget,trial,"}
+WRITER = "nas-report"  # the owner its files are recorded under: it replaces only what it wrote
 
 
-def check_report_path(path: Path, mark: str, name: str = "out") -> None:
-    """``path`` may be written: it is no folder, and if it exists it is a file this command wrote."""
-    from nas.errors import SettingError
-    from nas.outputs import check_writable_folder
+def check_report_paths(paths: dict[str, Path | None]) -> None:
+    """Every file the report would write (parameter name -> path) can be written, replacing only a
+    file this command wrote and nobody changed since."""
+    from nas.outputs import check_own_file
 
-    if path.is_dir():
-        raise SettingError(name, f"{path} is a folder; give a file name")
-    check_writable_folder(name, path.parent)
-    if path.exists():
-        try:
-            with open(path, "rb") as f:
-                head = f.read(4096).decode("utf-8", "replace")
-        except OSError as e:
-            raise SettingError(name, f"cannot read {path} to see what it is: {e.strerror}") from None
-        if mark not in head:
-            raise SettingError(name, f"{path} exists and is not a file nas-report wrote; it replaces only its own "
-                               f"files, so pick another `{name}`")
+    for name, path in paths.items():
+        if path is not None:
+            check_own_file(name, path, WRITER)
 
 
 def write_report(study: optuna.Study, out: Path, csv: Path | None = None, top: int = TOP_TRIALS,
                  front_csv: Path | None = None) -> int:
-    """Write the page (and the CSVs: every trial; one row per budget); returns the number of figures.
-    An existing file is replaced only if this command wrote it."""
-    from nas.results.front import write_front_csv
+    """Write the page (and the CSVs: every trial; one row per budget), all or nothing; returns the
+    number of figures. An existing file is replaced only if this command wrote it."""
+    from nas.outputs import write_own_files
+    from nas.results.front import front_csv_writer
 
-    check_report_path(out, OWN_MARKS[".html"])
-    if csv is not None:
-        check_report_path(csv, OWN_MARKS[".csv"], "csv")
-    if front_csv is not None:
-        check_report_path(front_csv, OWN_MARKS["front"], "front_csv")
-        write_front_csv(study, front_csv)
+    check_report_paths({"out": out, "csv": csv, "front_csv": front_csv})
     page, figures = build_report(study, top)
-    atomic_write(out, lambda p: p.write_text(page, encoding="utf-8"))
+    files = {out: lambda p: p.write_text(page, encoding="utf-8")}
     if csv is not None:
         table = trials_csv(study)
-        atomic_write(csv, lambda p: table.to_csv(p, index=False))
+        files[csv] = lambda p: table.to_csv(p, index=False)
+    if front_csv is not None:
+        files[front_csv] = front_csv_writer(study)
+    write_own_files(files, WRITER)
     return len(figures)

@@ -12,6 +12,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta, upload_artifact
 
+from nas.engine.weights import read_weights
 from nas.errors import SettingError
 from nas.search.storage import sqlite_path
 
@@ -70,7 +71,7 @@ def load_weights(trial: optuna.trial.FrozenTrial, storage: optuna.storages.BaseS
         except Exception as e:  # noqa: BLE001 - the store raises its own kinds for a missing file
             raise SettingError("artifacts", f"trial {trial.number}'s weights are not in {directory} ({e}); "
                                "point it at the search's artifact folder") from None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_weights(path, "artifacts", f"trial {trial.number}'s stored weights")
 
 
 def state_bytes(model: torch.nn.Module) -> bytes:

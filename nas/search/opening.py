@@ -76,10 +76,12 @@ def read_search(config: SearchConfig) -> Opened:
         return Opened(name, settings, stored_space, text, True)
     space = space or SearchSpace.from_file(space_file())
     settings = config.new_settings(space=space.name, space_digest=space.digest)
-    fits = audit(space, 300, seed=0, budget=settings.budget, enough=1)  # one fitting candidate is proof enough
+    smallest = min(settings.buckets)  # every budget of a front search needs networks of its own
+    fits = audit(space, 300, seed=0, budget=smallest, enough=1)  # one fitting candidate is proof enough
     if fits["accepted"] == 0:
-        raise SettingError("budget", f"none of 300 random candidates of space {space.name} has fewer than "
-                           f"{settings.budget:,} parameters (smallest: {fits['smallest']:,}); raise the budget")
+        raise SettingError("budgets" if settings.budgets else "budget", f"none of 300 random candidates of space "
+                           f"{space.name} has fewer than {smallest:,} parameters (smallest: {fits['smallest']:,}); "
+                           f"raise the {'smallest ' if settings.budgets else ''}budget")
     return Opened(name, settings, space, space.text, False)
 
 

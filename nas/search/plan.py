@@ -108,7 +108,12 @@ def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: 
     at most ``1 - screening_share`` of the time: a short run keeps fewer finalists rather than
     screening nothing. Sizes shrink by whole finalists (the ratio between rungs stays). A timeout
     too short for even one finalist is refused: the run could not end on time."""
-    if timeout is None or estimate is None or len(rungs) == 1:
+    if timeout is None or estimate is None:
+        return rungs
+    if len(rungs) == 1:  # one fidelity: the time must hold at least one candidate of it
+        need = rung_seconds(rungs[0], [estimate], val_images, 1)
+        if need >= timeout:
+            raise TimeTooShort(timeout, need)
         return rungs
     finalists = rungs[-1].keep or 1
     ratio = [(r.keep or 0) / finalists for r in rungs]

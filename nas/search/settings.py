@@ -61,8 +61,8 @@ class StudySettings:
         if not isinstance(self.references, bool):
             raise SettingError("references", f"must be true or false, got {self.references!r}")
         object.__setattr__(self, "objectives", tuple(self.objectives))
+        self._check_budgets()  # first: the budget of a search over budgets is their largest
         _check_int("budget", self.budget, 1)
-        self._check_budgets()
         _check_int("epochs", self.epochs, 1, MAX_EPOCHS)
         _check_int("promote", self.promote, 2, 100)
         _check_int("finalists", self.finalists, 1, 1000)
@@ -102,6 +102,19 @@ class StudySettings:
         """Training images of the full-fidelity rung."""
         left = MAX_IMAGES - self.holdout
         return min(left, self.subset) if self.subset else left
+
+    def fitted(self, available: int, asked_rungs: bool) -> StudySettings:
+        """The settings of a new study on data of ``available`` training images: on a set smaller than
+        the rungs assume, the default screening rungs that would cost no less than the rung after them
+        (capped at the images there are) are left out; rungs asked for are refused instead."""
+        images = min(self.train_images, available)
+        try:
+            check_rungs(self.rungs, self.epochs, images)
+        except SettingError as e:
+            if asked_rungs:
+                raise SettingError("rungs", f"{e.message} (on the data's {images:,} training images)") from None
+            return dataclasses.replace(self, rungs=fitting_rungs(self.rungs, self.epochs, images))
+        return self
 
     def make_rungs(self, name: str, available: int | None = None) -> list[Rung]:
         """The rungs of the search named ``name``: its screening rungs, then full fidelity; with

@@ -8,6 +8,7 @@ on MySQL, shared by every process and machine that uses the storage.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import re
 import threading
@@ -39,13 +40,24 @@ def _parsed(url: str) -> Any:
         return None
 
 
+_RAW_AT = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@\s]*):([^/\s]*@[^/\s]*)@([^/@\s]*)")
+
+
+def _raw_at_password(url: str) -> str | None:
+    """The password of ``user:p@ss@host``: a raw '@' in it, which SQLAlchemy parses as part of the host
+    (it showed "ss@host" as if not secret). Everything up to the last '@' before the host is userinfo."""
+    m = _RAW_AT.match(url)
+    return m.group(2) if m else None
+
+
 def secrets_of(url: str) -> list[str]:
     """Every secret a storage URL holds, in each form SQLAlchemy accepts it: the password of
     ``user:password@``, and the value of any query key that names one (``?password=``,
     ``sslpassword``, ``token``, ...)."""
+    raw = _raw_at_password(url)
     parsed = _parsed(url)
-    if parsed is None:
-        return [m.group(2) for m in _SECRET_PAIR.finditer(url)]
+    if raw is not None or parsed is None:
+        return ([raw] if raw else []) + [m.group(2) for m in _SECRET_PAIR.finditer(url)]
     found = [parsed.password] if parsed.password else []
     for key, value in parsed.query.items():
         if SECRET_KEY.search(key):
@@ -60,6 +72,8 @@ _URL = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"]+")
 
 def redact(url: str) -> str:
     """The URL with every secret replaced by ***, for every message, header, record and file."""
+    if _raw_at_password(url) is not None:
+        url = _RAW_AT.sub(r"\1:***@\3", url)
     parsed = _parsed(url)
     if parsed is None:  # not a URL SQLAlchemy reads: hide what looks like a secret all the same
         return _SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", _USERINFO.sub(r"\1:***@", url))
@@ -246,6 +260,9 @@ def database_state(url: str) -> str:
     """What the database at ``url`` holds now, read without writing: "optuna" (a storage of Optuna's),
     "empty", or "missing" (no SQLite file yet). A database of another program's, a file that is not
     a database, an in-memory one or a server that does not answer: one :class:`StorageError` line."""
+    if _raw_at_password(url) is not None:
+        raise StorageError(f"{redact(url)}: its password holds a raw '@', which ends it early; write each '@' in "
+                           "the password as %40")
     path = sqlite_path(url)
     if path is None and url.startswith("sqlite"):
         raise StorageError(f"{redact(url)} keeps nothing once the run ends; give a database file, e.g. "
@@ -367,8 +384,14 @@ def wait_for_database(storage: optuna.storages.BaseStorage, url: str, limit: flo
         time.sleep(2.0)
 
 
+REFUSED_WRITES = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no space, over the file size limit, over the quota
+SQLITE_REFUSED_WRITES = ("SQLITE_FULL", "SQLITE_IOERR_WRITE")  # SQLite's names for the same ("disk I/O error")
+
+
 def disk_full(e: BaseException) -> bool:
-    return any("database or disk is full" in str(c) or getattr(c, "errno", None) == 28 for c in _chain(e))  # ENOSPC
+    """The disk refused a write: it is full, a file reached its size limit (``ulimit -f``), a quota."""
+    return any("database or disk is full" in str(c) or getattr(c, "errno", None) in REFUSED_WRITES
+               or getattr(c, "sqlite_errorname", None) in SQLITE_REFUSED_WRITES for c in _chain(e))
 
 
 @contextlib.contextmanager
@@ -382,8 +405,8 @@ def storage_errors(url: str) -> Iterator[None]:
     except Exception as e:
         first = _first_line(e, url)[:200]
         if disk_full(e):
-            raise StorageError(f"the disk is full ({first}); the study is intact: free some space and run the same "
-                               "command to resume") from None
+            raise StorageError(f"the disk is full or a file reached its size limit ({first}); the study is intact: "
+                               "free some space (or raise `ulimit -f`) and run the same command to resume") from None
         if connection_lost(e):
             raise StorageError(f"lost the database at {redact(url)} ({first}); the study is intact: run the same "
                                "command to resume") from None
