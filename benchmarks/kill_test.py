@@ -1,7 +1,7 @@
 """Kill test: a small search is killed with SIGKILL again and again, restarted each time with the same
 command, then left to finish; the study must have lost nothing and trained nothing twice.
 
-    python benchmarks/kill_test.py --data-dir ../shared/data/mnist [--kills 10] [--seed 0]
+    python benchmarks/kill_test.py --data-dir ../shared/data/mnist [--kills 10] [--seed 0 | --seeds 0-19]
 
 The kills cycle through moments chosen to hurt: right after the study appears (while it is being
 made and the references queued), right after a trial starts (between ``ask`` and training, before
@@ -11,11 +11,18 @@ RUNNING trials whose worker is gone are queued again.
 
 The last line: ``kills K, trials expected N found N, lost L, duplicated D, zombies Z, integrity ok|FAILED``
 
-- expected: distinct candidates (rung and parameters) the study ever started; found: those that
-  ended with a result (trained to the end, rejected, or reusing a duplicate's);
-- lost: started candidates without a result; duplicated: candidates trained to the end more than
-  once; zombies: trials still RUNNING at the end; integrity: SQLite's integrity check, every study
-  loads, and the last run exits 0.
+- expected: trials the study ever started (that got parameters), each counted once with its
+  retries; found: those of which one trial ended with a result (trained to the end, rejected, or
+  reusing a duplicate's) on the parameters they had begun with (a trial killed while the sampler
+  proposed it holds some of them: its retry samples the rest);
+- lost: started trials without a result; duplicated: candidates (rung and parameters) trained to
+  the end more than once; zombies: trials still RUNNING at the end; integrity: SQLite's integrity
+  check, every study loads, and the last run exits 0.
+
+With ``--seeds 0-19`` (or ``0,3,7``) each seed is a test of its own, one after the other: each prints
+``seed S: <its last line>``, then a total line ``seeds 20: kills K, trials expected N found N, lost L,
+duplicated D, zombies Z, integrity ok in 20 of 20; passed 20 of 20`` (exit 1 unless every seed passed). ``--keep DIR`` keeps each seed's database, the
+output of each of its runs and its kill lines (``kills.txt``) in ``DIR/seed-S``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import optuna
 SEARCH = ["--study", "k", "--epochs", "2", "--rungs", "1x200", "--finalists", "2", "--promote", "2", "--trials", "6",
           "--subset", "1000", "--holdout", "500", "--device", "cpu"]
 MOMENTS = ("trial starts", "recovering", "random")  # after the first kill, "study appears"
+MAX_FAILED_RUNS = 20  # runs in a row that fail by themselves: the study cannot be resumed, the test fails
 
 
 def nas_search() -> str:
@@ -83,34 +91,115 @@ def kill_at(process: subprocess.Popen, db: Path, moment: str, rng: random.Random
     return True
 
 
+RESULTS = ("complete", "pruned", "diverged", "rejected", "duplicate")  # outcomes with a result
+TRAINED = ("complete", "pruned", "diverged")  # outcomes that cost a training run
+
+
+def params_of(trial: optuna.trial.FrozenTrial) -> dict:
+    return trial.system_attrs.get("fixed_params") or trial.params
+
+
+def lineages(trials: list[optuna.trial.FrozenTrial]) -> list[list[optuna.trial.FrozenTrial]]:
+    """The trials that got parameters, grouped with their retries (``retry_of``, followed to the first).
+    A trial killed while the sampler proposed it holds only part of its parameters: its retry keeps
+    them and samples the rest, so its candidate is the retry's, not a second one."""
+    by_number = {t.number: t for t in trials}
+    groups: dict[int, list] = {}
+    for t in trials:
+        if not params_of(t):
+            continue  # killed before its candidate was sampled: nothing of it was started
+        first = t
+        while first.user_attrs.get("retry_of") in by_number:
+            first = by_number[first.user_attrs["retry_of"]]
+        groups.setdefault(first.number, []).append(t)
+    return list(groups.values())
+
+
+def has_result(lineage: list[optuna.trial.FrozenTrial]) -> bool:
+    """One trial of the lineage ended with a result, on the parameters every trial of it had begun with."""
+    def extends(t: optuna.trial.FrozenTrial, u: optuna.trial.FrozenTrial) -> bool:
+        return all(params_of(t).get(k) == v for k, v in params_of(u).items())
+
+    return any(t.state.is_finished() and t.user_attrs.get("outcome") in RESULTS
+               and all(extends(t, u) for u in lineage) for t in lineage)
+
+
 def check(url: str, db: Path) -> dict[str, int | bool]:
     storage = optuna.storages.RDBStorage(url)
-    started: dict[tuple, list] = {}
+    started: list[list] = []
+    trained: Counter = Counter()
     zombies = 0
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        rung = summary.study_name
-        for t in study.get_trials(deepcopy=False):
-            params = t.system_attrs.get("fixed_params") or t.params
-            key = (rung, json.dumps(params, sort_keys=True))
-            if t.state == optuna.trial.TrialState.RUNNING:
-                zombies += 1
-            if not params:
-                continue  # killed before its candidate was sampled: nothing of it was started
-            started.setdefault(key, []).append(t)
-    found = lost = duplicated = 0
-    for trials in started.values():
-        outcomes = Counter(t.user_attrs.get("outcome") for t in trials if t.state.is_finished())
-        trained = outcomes["complete"] + outcomes["pruned"] + outcomes["diverged"]
-        if trained or outcomes["rejected"] or outcomes["duplicate"]:
-            found += 1
-        else:
-            lost += 1
-        duplicated += trained > 1
+        trials = study.get_trials(deepcopy=False)
+        zombies += sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+        started += lineages(trials)
+        trained.update((summary.study_name, json.dumps(params_of(t), sort_keys=True)) for t in trials
+                       if t.state.is_finished() and t.user_attrs.get("outcome") in TRAINED)
+    found = sum(map(has_result, started))
     with sqlite3.connect(db) as con:
         integrity = con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    return {"expected": len(started), "found": found, "lost": lost, "duplicated": duplicated, "zombies": zombies,
-            "integrity": integrity}
+    return {"expected": len(started), "found": found, "lost": len(started) - found,
+            "duplicated": sum(n > 1 for n in trained.values()), "zombies": zombies, "integrity": integrity}
+
+
+def kill_test(args: argparse.Namespace, seed: int, folder: Path, say) -> dict[str, int | bool]:
+    """One kill test in ``folder``: ``args.kills`` killed runs, then one left to finish; the check of
+    the study, with ``kills`` and ``ok`` (integrity, and the last run exits 0). Each run's output is
+    kept, unbuffered so a kill loses none of it, in ``folder/run-N.log``."""
+    rng = random.Random(seed)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONWARNINGS": "ignore",
+           "PYTHONUNBUFFERED": "1"}
+    db = folder / "kill.db"
+    folder.mkdir(parents=True, exist_ok=True)
+    db.unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
+    command = [nas_search(), "--storage", url, "--data-dir", args.data_dir, *SEARCH, "--threads", str(args.threads)]
+    kills = runs = failed = 0
+    while kills < args.kills and failed < MAX_FAILED_RUNS:
+        moment = "study appears" if kills == 0 else MOMENTS[(kills - 1) % len(MOMENTS)]
+        runs += 1
+        with open(folder / f"run-{runs}.log", "w") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+            killed = kill_at(process, db, moment, rng)
+        failed = 0 if killed or process.returncode == 0 else failed + 1
+        if killed:
+            kills += 1
+            say(f"kill {kills}: SIGKILL when {moment} ({count(db, 'RUNNING')} trials RUNNING)")
+        else:
+            say(f"(the run ended before the moment '{moment}' came; exit {process.returncode})")
+    if failed >= MAX_FAILED_RUNS:
+        say(f"{failed} runs in a row failed; the last said: {last_line(folder / f'run-{runs}.log')}")
+    final = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    (folder / f"run-{runs + 1}.log").write_text(final.stdout)
+    if final.returncode != 0:
+        say(final.stdout.strip().splitlines()[-1] if final.stdout.strip() else f"exit {final.returncode}")
+    result = check(url, db)
+    return {**result, "kills": kills, "ok": result["integrity"] and final.returncode == 0}
+
+
+def last_line(log: Path) -> str:
+    lines = log.read_text().strip().splitlines()
+    return lines[-1] if lines else "nothing"
+
+
+def line(result: dict[str, int | bool]) -> str:
+    return (f"kills {result['kills']}, trials expected {result['expected']} found {result['found']}, lost "
+            f"{result['lost']}, duplicated {result['duplicated']}, zombies {result['zombies']}, integrity "
+            f"{'ok' if result['ok'] else 'FAILED'}")
+
+
+def passed(result: dict[str, int | bool]) -> bool:
+    return bool(result["ok"]) and not (result["lost"] or result["duplicated"] or result["zombies"])
+
+
+def seed_list(text: str) -> list[int]:
+    """``0-19``, ``3,5,8`` or a mix (``0-4,9``)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        seeds += range(int(first), int(last or first) + 1)
+    return seeds
 
 
 def main() -> None:
@@ -118,33 +207,33 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    parser.add_argument("--keep", metavar="DIR", help="keep the study database in DIR (default: a temporary folder)")
+    parser.add_argument("--seeds", type=seed_list, metavar="A-B", help="one test per seed, e.g. 0-19 (overrides --seed)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each run (default 1: the test "
+                        "checks the study, not the speed)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the study database and the runs' output in DIR "
+                        "(default: a temporary folder)")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONWARNINGS": "ignore"}
+    if args.seeds is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = kill_test(args, args.seed, Path(args.keep or tmp), lambda text: print(text, flush=True))
+        print(line(result))
+        sys.exit(0 if passed(result) else 1)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(args.keep or tmp) / "kill.db"
-        db.parent.mkdir(parents=True, exist_ok=True)
-        db.unlink(missing_ok=True)
-        url = f"sqlite:///{db}"
-        command = [nas_search(), "--storage", url, "--data-dir", args.data_dir, *SEARCH]
-        kills = 0
-        while kills < args.kills:
-            moment = "study appears" if kills == 0 else MOMENTS[(kills - 1) % len(MOMENTS)]
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-            if kill_at(process, db, moment, rng):
-                kills += 1
-                print(f"kill {kills}: SIGKILL when {moment} ({count(db, 'RUNNING')} trials RUNNING)", flush=True)
-            else:
-                print(f"(the run ended before the moment '{moment}' came; exit {process.returncode})", flush=True)
-        final = subprocess.run(command, capture_output=True, text=True, env=env)
-        if final.returncode != 0:
-            print(final.stderr.strip().splitlines()[-1] if final.stderr.strip() else f"exit {final.returncode}")
-        result = check(url, db)
-        ok = result["integrity"] and final.returncode == 0
-        print(f"kills {kills}, trials expected {result['expected']} found {result['found']}, lost {result['lost']}, "
-              f"duplicated {result['duplicated']}, zombies {result['zombies']}, integrity {'ok' if ok else 'FAILED'}")
-        sys.exit(0 if ok and not (result["lost"] or result["duplicated"] or result["zombies"]) else 1)
+        for seed in args.seeds:
+            folder = Path(args.keep or tmp) / f"seed-{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "kills.txt", "w") as kills_log:  # one line per seed on the screen
+                result = kill_test(args, seed, folder, lambda text: print(text, file=kills_log, flush=True))
+            results.append(result)
+            print(f"seed {seed}: {line(result)}", flush=True)
+    total = {key: sum(r[key] for r in results) for key in ("kills", "expected", "found", "lost", "duplicated",
+                                                             "zombies")}
+    print(f"seeds {len(results)}: kills {total['kills']}, trials expected {total['expected']} found {total['found']}, "
+          f"lost {total['lost']}, duplicated {total['duplicated']}, zombies {total['zombies']}, integrity ok in "
+          f"{sum(bool(r['ok']) for r in results)} of {len(results)}; passed {sum(map(passed, results))} of "
+          f"{len(results)}")
+    sys.exit(0 if all(map(passed, results)) else 1)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -11,7 +12,7 @@ from optuna.trial import TrialState
 
 from nas.search import study as study_module
 from nas.search.record import TrialRecord
-from nas.search.storage import make_storage
+from nas.search.storage import make_storage, storage_lock
 from nas.search.study import beat, BEAT_ATTR, enqueue, heartbeat, is_stale, requeue, retry_stale_trials
 
 
@@ -84,3 +85,43 @@ def test_a_copy_queued_before_a_kill_is_not_queued_twice(tmp_path, monkeypatch):
     assert retry_stale_trials(study, url) == [0]
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_trial_killed_between_ask_and_its_first_beat_is_queued_again_at_once(tmp_path):
+    """Issue 27. Worker.ask takes a trial and writes its first beat in one hold of the storage lock; a
+    SIGKILL between the two leaves a queued trial RUNNING without a beat. The restarted run must queue
+    it again at its start, as it does a trial whose dead worker beat: judged by its age it stayed
+    RUNNING for STALE_SECONDS, the restarted run closed its screening meanwhile and its copy, queued
+    after, was never run (the kill test lost it)."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=make_storage(url))
+    enqueue(study, {"x": 1}, TrialRecord(name="ref-a"))
+    with storage_lock(url):
+        study.ask()  # ... SIGKILL here, before beat()
+    assert retry_stale_trials(study, url) == [0]  # the restarted run's first look, well within STALE_SECONDS
+    dead, copy = study.get_trials()
+    assert dead.state == TrialState.FAIL and TrialRecord.of(dead).outcome == "interrupted"
+    assert copy.state == TrialState.WAITING and copy.system_attrs["fixed_params"] == {"x": 1}
+    assert TrialRecord.of(copy).retry_of == 0 and TrialRecord.of(copy).name == "ref-a"
+
+
+def test_a_live_worker_between_ask_and_its_first_beat_is_left_alone(tmp_path):
+    """The other side of the same rule: a trial without a beat is judged only under the lock, which the
+    live worker holds from ``ask`` to its beat, so a look in between waits and then sees the beat."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=make_storage(url))
+    asked, looked = threading.Event(), []
+
+    def worker() -> None:
+        with storage_lock(url):
+            trial = study.ask()
+            asked.set()
+            time.sleep(0.3)  # another process looks now
+            beat(study._storage, trial._trial_id)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    asked.wait()
+    looked.append(retry_stale_trials(study, url))
+    thread.join()
+    assert looked == [[]] and [t.state for t in study.get_trials()] == [TrialState.RUNNING]

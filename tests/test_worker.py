@@ -6,7 +6,7 @@ from optuna.trial import TrialState
 from nas.search.settings import SearchConfig
 from nas.search.record import candidate_of, TrialRecord
 from nas.search.opening import attach, create_or_finish, read_search
-from nas.search.storage import make_storage
+from nas.search.storage import make_storage, storage_lock
 from nas.search.worker import current_bracket, Worker
 
 
@@ -133,3 +133,21 @@ def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search
     with_probe = reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1, rates)
     without = reserve_seconds(search.rungs, [[r for _, r in top[0]]], val, 1)
     assert with_probe != without
+
+
+def test_a_run_restarted_after_a_kill_between_ask_and_the_first_beat_runs_that_trial(search):
+    """Issue 27, as the kill test met it: SIGKILL between ``study.ask()`` and ``beat()`` in Worker.ask
+    left the first reference RUNNING without a beat. The restarted run screens its candidates; it must
+    run the dead one's trial again among them, not find it stale only after its screening has closed
+    and leave the copy queued for ever (lost)."""
+    with storage_lock(search.config.storage):
+        dead = search.studies[0].ask()  # the killed run's last act
+    restarted = attach(search.config, read_search(search.config), "run2", 0, 0)
+    assert Worker(restarted).run(None, 5) == "done"
+    trials = search.studies[0].get_trials()
+    assert [t.state for t in trials if not t.state.is_finished()] == []  # nothing left queued or running
+    first = trials[dead.number]
+    copies = [t for t in trials if TrialRecord.of(t).retry_of == dead.number]
+    assert first.state == TrialState.FAIL and TrialRecord.of(first).outcome == "interrupted"
+    assert len(copies) == 1 and TrialRecord.of(copies[0]).outcome == "complete"
+    assert TrialRecord.of(copies[0]).name == TrialRecord.of(first).name == "ref-19970"

@@ -26,7 +26,7 @@ from nas.search.storage import storage_lock
 from nas.system import pid_alive
 
 HEARTBEAT_SECONDS = 5.0  # a running trial's worker writes a beat this often
-STALE_SECONDS = 20.0  # a running trial without a beat for this long is retried
+STALE_SECONDS = 20.0  # a running trial whose last beat is this old is retried
 MAX_RETRIES = 1  # real failures (errors) retried this often; kills and interrupts always are
 BEAT_ATTR = "nas:beat"  # system attribute: {"t": time, "host": ..., "pid": ..., "epoch": e, "of": E}
 SETTINGS_ATTR = "nas"  # study user attribute of the main study: its StudySettings
@@ -74,12 +74,19 @@ def beat(storage: optuna.storages.BaseStorage, trial_id: int, **progress: Any) -
     storage.set_trial_system_attr(trial_id, BEAT_ATTR, {"t": time.time(), "host": HOST, "pid": os.getpid(), **progress})
 
 
-def is_stale(trial: FrozenTrial, now: float | None = None) -> bool:
+def is_stale(trial: FrozenTrial, now: float | None = None, locked: bool = False) -> bool:
     """A RUNNING trial whose worker is gone: its process on this host has exited, or no beat came
-    for STALE_SECONDS (a trial killed before its first beat counts from its start)."""
+    for STALE_SECONDS.
+
+    A trial that never beat: a worker takes its trial and writes the first beat in one hold of the
+    storage lock (``Worker.ask``), so one seen without a beat by a caller holding that lock
+    (``locked``) was left by a worker killed between the two: stale at once. Without the lock it may
+    be a live worker's, a moment before its beat: stale only once it started STALE_SECONDS ago."""
     now = time.time() if now is None else now
     b = trial.system_attrs.get(BEAT_ATTR)
     if b is None:
+        if locked:
+            return True
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         return now - started > STALE_SECONDS
     if b.get("host") == HOST and b.get("pid") != os.getpid() and not pid_alive(int(b.get("pid", 0))):
@@ -150,16 +157,21 @@ def requeue(study: optuna.Study, trial: FrozenTrial, outcome: str, reason: str) 
 
 
 def retry_stale_trials(study: optuna.Study, url: str) -> list[int]:
-    """Requeue the RUNNING trials whose worker is gone; returns their numbers."""
+    """Requeue the RUNNING trials whose worker is gone; returns their numbers.
+
+    A trial without a beat is judged under the lock, at once: a run restarted after a kill between
+    ``ask`` and the first beat queues it again now, as it does a trial whose worker beat and died.
+    Judged by its age it stayed RUNNING for STALE_SECONDS, long enough for the restarted run to close
+    its screening, so its copy was queued after and left unrun (kill test: a trial lost)."""
     done = []
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    stale = [t for t in running if is_stale(t)]
-    if not stale:
+    suspects = [t for t in running if BEAT_ATTR not in t.system_attrs or is_stale(t)]
+    if not suspects:
         return done
     with storage_lock(url):
-        for t in stale:
+        for t in suspects:
             fresh = study._storage.get_trial(t._trial_id)
-            if fresh.state == TrialState.RUNNING and is_stale(fresh):
+            if fresh.state == TrialState.RUNNING and is_stale(fresh, locked=True):
                 if requeue(study, fresh, "interrupted", "its worker stopped (killed or lost) while training") is not None:
                     done.append(t.number)
     return done

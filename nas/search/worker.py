@@ -205,7 +205,9 @@ class Worker:
             if rung.index > 0 and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return None
             trial = study.ask()
-            beat(self.search.storage, trial._trial_id)  # from now on a dead worker is noticed
+            # In the same hold of the lock: a trial seen without a beat under the lock is a dead
+            # worker's (study.is_stale), and from now on a dead worker is noticed by its beat.
+            beat(self.search.storage, trial._trial_id)
         return trial
 
     def promote(self, to: Rung) -> None:
