@@ -183,10 +183,13 @@ def last_line(log: Path) -> str:
     return lines[-1] if lines else "nothing"
 
 
-def line(result: dict[str, int | bool]) -> str:
+def counts(result: dict[str, int | bool]) -> str:
     return (f"kills {result['kills']}, trials expected {result['expected']} found {result['found']}, lost "
-            f"{result['lost']}, duplicated {result['duplicated']}, zombies {result['zombies']}, integrity "
-            f"{'ok' if result['ok'] else 'FAILED'}")
+            f"{result['lost']}, duplicated {result['duplicated']}, zombies {result['zombies']}")
+
+
+def line(result: dict[str, int | bool]) -> str:
+    return f"{counts(result)}, integrity {'ok' if result['ok'] else 'FAILED'}"
 
 
 def passed(result: dict[str, int | bool]) -> bool:
@@ -229,10 +232,8 @@ def main() -> None:
             print(f"seed {seed}: {line(result)}", flush=True)
     total = {key: sum(r[key] for r in results) for key in ("kills", "expected", "found", "lost", "duplicated",
                                                              "zombies")}
-    print(f"seeds {len(results)}: kills {total['kills']}, trials expected {total['expected']} found {total['found']}, "
-          f"lost {total['lost']}, duplicated {total['duplicated']}, zombies {total['zombies']}, integrity ok in "
-          f"{sum(bool(r['ok']) for r in results)} of {len(results)}; passed {sum(map(passed, results))} of "
-          f"{len(results)}")
+    print(f"seeds {len(results)}: {counts(total)}, integrity ok in {sum(bool(r['ok']) for r in results)} of "
+          f"{len(results)}; passed {sum(map(passed, results))} of {len(results)}")
     sys.exit(0 if all(map(passed, results)) else 1)
 
 

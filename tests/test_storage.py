@@ -182,3 +182,13 @@ def test_a_raw_at_in_a_password_is_hidden_whole_and_refused(password):
     with pytest.raises(SettingError, match="written|as %40") as caught:
         make_storage(url)
     assert str(caught.value).startswith("storage: postgresql://me:***@127.0.0.1:1/db: its password holds a raw '@'")
+
+
+def test_only_a_lock_every_user_sees_lets_a_beatless_trial_count_as_dead():
+    """retry_stale_trials requeues a trial without a beat at once only where storage_lock is shared by
+    every worker (a live worker holds it from ask to its first beat); elsewhere it waits STALE_SECONDS."""
+    from nas.search.storage import shares_a_lock
+
+    assert shares_a_lock("sqlite:///s.db") and shares_a_lock("postgresql+psycopg2://u@h/db")
+    assert shares_a_lock("mysql://u@h/db")
+    assert not shares_a_lock("mssql+pyodbc://u@h/db") and not shares_a_lock("oracle://u@h/db")

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import re
+import sqlite3
 import threading
 import warnings
 from pathlib import Path
@@ -205,11 +206,20 @@ _LOCKS: dict[str, Any] = {}
 _LOCKS_GUARD = threading.RLock()
 
 
+def shares_a_lock(url: str) -> bool:
+    """Whether :func:`storage_lock` holds a lock every user of ``url`` sees: a SQLite file, a PostgreSQL
+    or MySQL server; other databases run unlocked."""
+    return sqlite_path(url) is not None or url.split(":")[0].split("+")[0] in ("postgresql", "mysql")
+
+
 @contextlib.contextmanager
 def storage_lock(url: str) -> Iterator[None]:
     """One lock per storage, shared by every process and machine that uses it (re-entrant within
     a process). It orders: table creation, study creation, queueing, ``study.ask()`` (SQLite cannot
     lock the waiting trial it pops: optuna issue 4002), promotions and retries."""
+    if not shares_a_lock(url):
+        yield
+        return
     path = sqlite_path(url)
     # One lock object per thread for a server (its connection holds the lock); filelock keeps
     # per-thread state itself.
@@ -217,11 +227,7 @@ def storage_lock(url: str) -> Iterator[None]:
     with _LOCKS_GUARD:
         lock = _LOCKS.get(key)
         if lock is None:
-            lock = _LOCKS[key] = _SqliteLock(path) if path is not None else (
-                _ServerLock(url) if url.split(":")[0].split("+")[0] in ("postgresql", "mysql") else None)
-        if lock is None:
-            yield
-            return
+            lock = _LOCKS[key] = _SqliteLock(path) if path is not None else _ServerLock(url)
         lock.acquire()
         try:
             yield
@@ -233,20 +239,22 @@ OPTUNA_TABLES = {"studies", "trials", "version_info"}  # what makes a database a
 MODES = ("create", "write", "read")
 
 
+def _sqlite_tables(database: str, uri: bool = False) -> set[str]:
+    with contextlib.closing(sqlite3.connect(database, uri=uri)) as db:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
 def _tables(url: str, path: Path | None) -> set[str]:
     """The tables the database holds now, read without writing (SQLite: opened read-only)."""
     import sqlalchemy
 
     if path is not None:
-        import sqlite3
-
         if not path.exists():
             return set()
         if not path.is_file():
             raise StorageError(f"{path} is not a file; give the path of a SQLite database file")
         try:
-            with contextlib.closing(sqlite3.connect(read_only_uri(path), uri=True)) as db:
-                return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            return _sqlite_tables(read_only_uri(path), uri=True)
         except sqlite3.DatabaseError as e:
             if getattr(e, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
                 raise StorageError(f"{path} is not a SQLite database ({e}); nothing was written to it") from None
@@ -254,8 +262,7 @@ def _tables(url: str, path: Path | None) -> set[str]:
         # (SQLite's own recovery: the file returns to its last commit). Read-only, every run refused
         # the file for good (kill test: 1,300 runs in a row).
         try:
-            with contextlib.closing(sqlite3.connect(path)) as db:
-                return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            return _sqlite_tables(str(path))
         except sqlite3.DatabaseError as e:
             raise StorageError(f"{path} needs the rollback of a write that was cut short, and it cannot be "
                                f"written ({e}); make it writable and run again") from None

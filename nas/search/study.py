@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.record import FIXED_PARAMS_ATTR, TrialRecord, set_finished_trial_user_attr
-from nas.search.storage import storage_lock
+from nas.search.storage import shares_a_lock, storage_lock
 from nas.system import pid_alive
 
 HEARTBEAT_SECONDS = 5.0  # a running trial's worker writes a beat this often
@@ -164,14 +164,15 @@ def retry_stale_trials(study: optuna.Study, url: str) -> list[int]:
     Judged by its age it stayed RUNNING for STALE_SECONDS, long enough for the restarted run to close
     its screening, so its copy was queued after and left unrun (kill test: a trial lost)."""
     done = []
+    locked = shares_a_lock(url)  # without a shared lock a beatless trial may be a live worker's on another host
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    suspects = [t for t in running if BEAT_ATTR not in t.system_attrs or is_stale(t)]
+    suspects = [t for t in running if (locked and BEAT_ATTR not in t.system_attrs) or is_stale(t)]
     if not suspects:
         return done
     with storage_lock(url):
         for t in suspects:
             fresh = study._storage.get_trial(t._trial_id)
-            if fresh.state == TrialState.RUNNING and is_stale(fresh, locked=True):
+            if fresh.state == TrialState.RUNNING and is_stale(fresh, locked=locked):
                 if requeue(study, fresh, "interrupted", "its worker stopped (killed or lost) while training") is not None:
                     done.append(t.number)
     return done
