@@ -122,3 +122,13 @@ def test_resuming_with_only_the_study_name_checks_the_folders_the_first_run_expo
     (first[0][0] / "notes.txt").write_text("the user's")  # now a folder of the user's
     with pytest.raises(SettingError, match="under-1500 is not a folder nas-export wrote"):
         check_take_away(args, replace(config, settings={}, trials=1))
+
+
+def test_every_budget_band_gets_an_equal_share_of_the_screening(front):
+    config, _ = front
+    screening = open_study(config.storage, "f.rung0").get_trials()
+    records = [TrialRecord.of(t) for t in screening]
+    per_band = [sum(r.trained and bucket_of(r.params, BUDGETS) == b for r in records) for b in range(len(BUDGETS))]
+    assert sum(per_band) == 12 and max(per_band) - min(per_band) <= 1, per_band
+    turned_away = [r for r in records if r.outcome == "rejected" and "equal share" in (r.reason or "")]
+    assert turned_away and all(r.params < BUDGETS[-1] for r in turned_away)  # under budget, yet never trained

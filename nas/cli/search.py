@@ -245,7 +245,7 @@ def take_away(args: argparse.Namespace, config: Any, summary: Any) -> None:
 def print_counts(summary: Any) -> None:
     c = summary.counts
     print(f"\nthis run: trained {c['trained']} ({c['complete']} complete, {c['pruned']} pruned, "
-          f"{c['diverged']} diverged), rejected {c['rejected']} over budget (never trained), reused "
+          f"{c['diverged']} diverged), rejected {c['rejected']} (over budget or past their band's share; never trained), reused "
           f"{c['duplicate']} duplicates, failed {c['failed']}, interrupted {c['interrupted']} (queued again); "
           f"{summary.seconds:.0f} s wall; stopped: {summary.stopped}")
     for i, rc in enumerate(summary.rung_counts):

@@ -4,7 +4,8 @@ A trial goes:
 
 1. ``space.sample(trial)`` -> candidate, its recipe compressed to the rung's epochs; its parameter
    count is the constraint ``params - budget + 1`` (> 0 infeasible). Over budget: PRUNED at once,
-   never trained.
+   never trained. In a front search, a sampled candidate whose budget band has screened more than
+   another band is turned away the same way (each band gets an equal share of the screening).
 2. The same candidate finished earlier at this rung: its result is reused.
 3. Otherwise it trains at the rung's fidelity; the final rung reports each epoch's validation
    accuracy (learning curves; the pruner at one fidelity).
@@ -31,8 +32,8 @@ from nas.search.artifacts import artifact_dir, save_weights, state_bytes
 from nas.search.context import Search
 from nas.search.dashboard import refresh_figure, trial_note
 from nas.search.progress import QuietReporter, Reporter
-from nas.search.record import CONSTRAINTS_ATTR, CURVE_ATTR, TrialRecord, key_of, write_candidate
-from nas.search.rungs import Rung
+from nas.search.record import CONSTRAINTS_ATTR, CURVE_ATTR, FIXED_PARAMS_ATTR, TrialRecord, key_of, write_candidate
+from nas.search.rungs import Rung, band_has_its_share
 from nas.search.signals import Interrupted, check_signal
 from nas.search.storage import storage_lock
 from nas.search.study import heartbeat, requeue
@@ -41,6 +42,9 @@ from nas.arch.budget import check_budget
 from nas.arch.builder import count_flops
 
 FIGURE_EVERY = 25  # screening trials between refreshes of the study's figure in the dashboard
+# Proposals in a row turned away for their band's share, after which one trains anyway: a band the
+# sampler no longer reaches must not stop the screening of the others.
+SHARE_PATIENCE = 200
 
 Outcome = tuple[TrialState, "list[float] | None"]
 
@@ -54,6 +58,7 @@ class TrialRunner:
     precision: str = "auto"
     watch: Callable[[], Any] | None = None  # runs while a trial trains: look for other workers' stale trials
     finished: int = 0
+    share_waits: int = 0  # proposals in a row turned away because their band had its share
 
     def precision_at(self, rung: Rung) -> str:
         return resolve_precision(self.precision, self.search.device, ranking_only=not rung.final)
@@ -122,7 +127,27 @@ class TrialRunner:
         if not verdict.accepted:
             record.write(trial, outcome="rejected", reason=verdict.reason)
             return None, verdict.params
+        if rung.index == 0 and not self._queued(trial) and (full := self._band_full(trial, verdict.params, record.bracket)):
+            record.write(trial, outcome="rejected", reason=full)
+            return None, verdict.params
+        self.share_waits = 0
         return candidate, verdict.params
+
+    @staticmethod
+    def _queued(trial: optuna.Trial) -> bool:
+        """A known network (reference, warm start) or a retry of one: trained whatever its band."""
+        return FIXED_PARAMS_ATTR in trial.storage.get_trial_system_attrs(trial._trial_id)
+
+    def _band_full(self, trial: optuna.Trial, params: int, bracket: int) -> str | None:
+        """Why a sampled candidate's band waits for the others (a front search), or None."""
+        buckets = self.search.final.buckets
+        if not buckets or self.share_waits >= SHARE_PATIENCE:
+            return None
+        this_round = [t for t in self.search.studies[0].get_trials(deepcopy=False)
+                      if TrialRecord.of(t).bracket == bracket and t.number != trial.number]
+        full = band_has_its_share(this_round, params, buckets)
+        self.share_waits += full is not None
+        return full
 
     def _train(self, trial: optuna.Trial, rung: Rung, record: TrialRecord, candidate: Candidate,
                progress: dict[str, Any]) -> TrainResult:
