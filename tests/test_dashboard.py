@@ -37,9 +37,10 @@ def get(url: str):
         return json.loads(response.read())
 
 
-def test_the_dashboard_shows_notes_attributes_feasibility_and_the_figure(search):
+def dashboard_study(storage: str, name: str) -> dict:
+    """Study ``name`` as optuna-dashboard's API serves it (a real server on a free port)."""
     port = free_port()
-    server = subprocess.Popen([command("optuna-dashboard"), search.storage, "--host", "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([command("optuna-dashboard"), storage, "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -50,11 +51,15 @@ def test_the_dashboard_shows_notes_attributes_feasibility_and_the_figure(search)
                 time.sleep(0.2)
         else:
             pytest.fail("optuna-dashboard did not answer")
-        study = next(s for s in studies if s["study_name"] == "t")
-        detail = get(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0")
+        study = next(s for s in studies if s["study_name"] == name)
+        return get(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0")
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_the_dashboard_shows_notes_attributes_feasibility_and_the_figure(search):
+    detail = dashboard_study(search.storage, "t")
     assert detail["objective_names"] == ["validation accuracy"]  # not "Objective 0"
     trials = detail["trials"]
     trained = [t for t in trials if any(a["key"] == "outcome" and a["value"] == "complete" for a in t["user_attrs"])]

@@ -48,13 +48,13 @@ def test_the_page_is_self_contained_and_carries_each_figures_data(study, tmp_pat
     assert sum(trace.get("legendgroup") == "references" for trace in front) == 5
     size = data[2]
     assert {trace["name"] for trace in size} >= {"candidates", "Pareto front"}
-    refs = [trace for trace in size if trace.get("legendgroup") == "references"]  # one legend entry each
+    refs = [trace for trace in size if trace.get("legendgroup") == "known"]  # one legend entry each
     assert sorted(trace["name"] for trace in refs) == sorted(["ref-19970", "ref-10066", "ref-19712", "ref-19750",
-                                                              "ref-18520"])
+                                                              "ref-18520", "found-20k"])
     assert all(len(trace["x"]) == 1 and "text" not in trace for trace in refs)  # no labels to overlap
     colours = {trace["name"]: trace["marker"]["color"] for trace in refs}
-    assert len(set(colours.values())) == 5 and colours == {trace["name"]: trace["marker"]["color"] for trace in data[1]
-                                                          if trace.get("legendgroup") == "references"}
+    assert len(set(colours.values())) == 6 and colours == {trace["name"]: trace["marker"]["color"] for trace in data[1]
+                                                          if trace.get("legendgroup") == "known"}
     curves = data[4]
     assert len(curves) == 2 and all(len(trace["x"]) == 2 for trace in curves)  # the two finalists, 2 epochs each
     assert "Top trials at full fidelity" in page and "c3x" in page  # the layer string of the top trials

@@ -19,6 +19,7 @@ from nas.search.run import run_search
 from nas.search.storage import make_storage
 
 REFERENCES = ["ref-19970", "ref-10066", "ref-19712", "ref-19750", "ref-18520"]
+KNOWN = [*REFERENCES, "found-20k"]  # and the best shipped preset under the default budget
 ONE_RUNG = dict(epochs=2, rungs=(), holdout=200, subset=300)
 TWO_RUNGS = dict(epochs=2, rungs=("1x100",), finalists=2, promote=2, holdout=200, subset=300)
 
@@ -106,7 +107,7 @@ def test_resume_takes_the_studys_settings_and_refuses_only_what_differs(config):
     study = load(config)
     assert not second.new_study and second.counts["duplicate"] == 0  # a resumed run proposes anew
     assert sum(TrialRecord.of(t).trained for t in study.get_trials()) >= 8
-    assert sum(bool(TrialRecord.of(t).name) for t in study.get_trials()) == 5  # queued once
+    assert sum(bool(TrialRecord.of(t).name) for t in study.get_trials()) == len(KNOWN)  # queued once
     before = len(study.get_trials())
     for change, name in ((dict(budget=8000), "budget"), (dict(epochs=3), "epochs"), (dict(holdout=300), "holdout"),
                          (dict(subset=None), "subset"), (dict(objectives=("accuracy", "params")), "objectives")):
@@ -151,7 +152,7 @@ def test_two_worker_processes_share_one_sqlite_file(config):
     summary = run_search(replace(config, jobs=2, trials=6))
     pairs = records(load(config))
     assert all(t.state != TrialState.FAIL for t, _ in pairs)
-    assert sorted(r.name for _, r in pairs if r.name) == sorted(REFERENCES)  # each reference ran exactly once
+    assert sorted(r.name for _, r in pairs if r.name) == sorted(KNOWN)  # each known network ran exactly once
     assert summary.counts["trained"] >= 6 and summary.counts["failed"] == 0
     seeds = [r.seed for _, r in pairs if r.trained]
     assert len(set(seeds)) == len(seeds) == summary.counts["trained"]
@@ -244,9 +245,9 @@ def test_ctrl_c_queues_the_running_trial_again_and_the_same_command_resumes(conf
     assert len(cut) == 1 and cut[0][0].state == TrialState.FAIL and cut[0][1].name == "ref-10066"
     waiting = [(t, r) for t, r in pairs if t.state == TrialState.WAITING and r.retry_of == cut[0][0].number]
     assert len(waiting) == 1
-    run_search(replace(cfg, trials=4))  # the three references still queued, then the retry
+    run_search(replace(cfg, trials=5))  # the four known networks still queued, then the retry
     names = [r.name for t, r in records(load(cfg)) if t.state == TrialState.COMPLETE and r.name]
-    assert sorted(names) == sorted(REFERENCES)  # each trained to the end exactly once
+    assert sorted(names) == sorted(KNOWN)  # each trained to the end exactly once
 
 
 def test_a_half_made_study_is_finished_by_the_next_run(config):
@@ -257,7 +258,7 @@ def test_a_half_made_study_is_finished_by_the_next_run(config):
     run_search(replace(config, trials=1))
     study = load(config)
     assert study.user_attrs["nas"]["epochs"] == 2
-    assert sorted(TrialRecord.of(t).name for t in study.get_trials() if TrialRecord.of(t).name) == sorted(REFERENCES)
+    assert sorted(TrialRecord.of(t).name for t in study.get_trials() if TrialRecord.of(t).name) == sorted(KNOWN)
 
 
 def test_two_runs_creating_one_study_at_once_both_work_on_it(config):
@@ -276,7 +277,7 @@ def test_two_runs_creating_one_study_at_once_both_work_on_it(config):
         t.join()
     assert errors == [] and sorted(s.new_study for s in summaries) == [False, True]
     names = [TrialRecord.of(t).name for t in load(config).get_trials() if TrialRecord.of(t).name]
-    assert sorted(names) == sorted(REFERENCES)
+    assert sorted(names) == sorted(KNOWN)
 
 
 def test_a_run_that_loses_the_race_to_create_a_study_takes_its_settings_or_refuses(config, monkeypatch):
@@ -285,9 +286,9 @@ def test_a_run_that_loses_the_race_to_create_a_study_takes_its_settings_or_refus
     real = search_module.create_or_finish
     winner = replace(config, settings={**ONE_RUNG, "budget": 15_000})
 
-    def the_other_run_creates_it_first(cfg, opened, storage, shape):
+    def the_other_run_creates_it_first(cfg, opened, storage, shape, known):
         real(winner, read_search(winner), storage, shape)
-        return real(cfg, opened, storage, shape)
+        return real(cfg, opened, storage, shape, known)
 
     monkeypatch.setattr(search_module, "create_or_finish", the_other_run_creates_it_first)
     with pytest.raises(SettingError, match="budget"):  # asked explicitly for another budget: refused

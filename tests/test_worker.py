@@ -143,7 +143,7 @@ def test_a_run_restarted_after_a_kill_between_ask_and_the_first_beat_runs_that_t
     with storage_lock(search.config.storage):
         dead = search.studies[0].ask()  # the killed run's last act
     restarted = attach(search.config, read_search(search.config), "run2", 0, 0)
-    assert Worker(restarted).run(None, 5) == "done"
+    assert Worker(restarted).run(None, 6) == "done"  # the five references and found-20k
     trials = search.studies[0].get_trials()
     assert [t.state for t in trials if not t.state.is_finished()] == []  # nothing left queued or running
     first = trials[dead.number]

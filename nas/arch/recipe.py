@@ -77,6 +77,13 @@ class Recipe:
         return replace(self, epochs=epochs, step_size=round(self.step_size * scale, 4),
                        milestones=tuple(round(m * scale, 4) for m in self.milestones))
 
+    def in_effect(self) -> dict[str, Any]:
+        """The fields its optimizer and schedule read (two recipes that differ elsewhere train alike)."""
+        unused = {"sgd": set(), "adam": {"momentum", "nesterov"}, "adamw": {"momentum", "nesterov"}}[self.optimizer]
+        unused |= {"step": {"milestones"}, "multistep": {"step_size"}}.get(self.schedule,
+                                                                          {"step_size", "gamma", "milestones"})
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
+
     @property
     def key(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -116,7 +116,8 @@ def config_of(args: argparse.Namespace) -> Any:
     return SearchConfig(storage=args.storage, study=args.study, space=args.space, settings=settings,
                         trials=args.trials, timeout=timeout, sampler=args.sampler, pruner=args.pruner,
                         jobs=args.jobs, threads=args.threads, artifacts=args.artifacts, seed=args.seed,
-                        device=args.device, precision=args.precision, data_dir=args.data_dir)
+                        device=args.device, precision=args.precision, data_dir=args.data_dir,
+                        warm_start=args.warm_start, snapshot=args.snapshot)
 
 
 def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
@@ -136,6 +137,8 @@ def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
           f"validation {s.holdout:,} held out" + (f", training subset {s.subset:,}" if s.subset else "")
           + f" | sampler {config.sampler}, pruner {config.pruner_for(s)} | jobs {config.jobs} | "
           f"device {search.device}, {precision} | seed {config.seed} | run {search.run_id}")
+    for note in search.notes:
+        print(note)
     print("plan:")
     for line in plan_lines(search.rungs, estimate.rates, len(search.data.val_labels), config.jobs,
                            config.stop_on_trials, config.timeout, estimate.bands):
@@ -343,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                    "accuracy,flops (with --rungs none)")
     g.add_argument("--cost", choices=("params", "flops"), help="with --budgets: the cost the front "
                    "ranks accuracy against (budgets are always parameters; default params)")
-    g.add_argument("--no-references", action="store_true", help="don't start a new study from the five references")
+    g.add_argument("--no-references", action="store_true", help="don't start a new study from the known networks "
+                   "(the space's references and the shipped presets under the budget)")
     r = parser.add_argument_group("this run")
     r.add_argument("--trials", type=int, help="candidates to screen in this run (default: as many as --timeout "
                    f"allows, else {DEFAULT_TRIALS})")
@@ -351,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
                    "in about this long")
     r.add_argument("--minutes", type=float, help="the same in minutes (e.g. 5 for a first look at every stage)")
     r.add_argument("--hours", type=float, help="the same in hours")
+    r.add_argument("--warm-start", metavar="STUDY", help="queue the best full-fidelity trial of each budget band of "
+                   "this earlier study (same --storage) as the first candidates")
+    r.add_argument("--snapshot", action="store_true", help="keep the SQLite file's compressed copy NAME.db.gz beside "
+                   "it, rewritten as the search goes: the form to commit (kept current whenever one is there)")
     r.add_argument("--sampler", choices=SAMPLERS, default=c["sampler"], help=f"default {c['sampler']} (seeded)")
     r.add_argument("--pruner", choices=PRUNERS, help="within-trial pruning at one fidelity (default median with "
                    "--rungs none, else none)")

@@ -16,7 +16,17 @@ from nas.cli.common import (Parser, add_candidate_args, add_data_args, check_epo
 
 
 def pick_candidate(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """The network to train: a preset, a spec file, or a trial of a search (with its study)."""
+    """The network to train: a preset, a spec file, a trial of a search (with its study), or a row of
+    a search's trials CSV."""
+    if args.csv is not None:
+        if args.row is None or args.storage is not None or args.budget is not None:
+            raise ValueError("--csv FILE goes with --row N (and --study NAME for a screening rung's row), "
+                             "not --storage or --budget")
+        from nas.results.query import candidate_from_csv
+
+        return candidate_from_csv(args.csv, args.row, args.study), None, None
+    if args.row is not None:
+        raise ValueError("--row N goes with --csv FILE")
     if args.trial is None:
         if args.study is not None or args.storage is not None or args.budget is not None:
             raise ValueError("--storage, --study and --budget go with --trial N (or --trial best)")
@@ -127,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     group = add_candidate_args(parser)
     group.add_argument("--trial", metavar="N", help="the candidate of trial N (or 'best') of a search: with --storage "
                        "and --study; the results are written back to the trial")
+    group.add_argument("--csv", metavar="FILE", help="a search's trials CSV (nas-report --csv): with --row N, trial N "
+                       "of its full-fidelity rung (or of --study NAME.rung0), retrained from the file alone")
+    parser.add_argument("--row", type=int, metavar="N", help="with --csv: the trial number of the row")
     parser.add_argument("--storage", help="Optuna storage URL of the search (with --trial; default "
                         "sqlite:///studies/mnist.db)")
-    parser.add_argument("--study", help="study name of the search (with --trial; default: the only one)")
+    parser.add_argument("--study", help="study name of the search (with --trial; default: the only one), or of the "
+                        "rows (with --csv; default: the full-fidelity rung)")
     parser.add_argument("--budget", type=int, metavar="N", help="with --trial best: the best trial with fewer than N "
                         "parameters (a front search's winner at that budget)")
     parser.add_argument("--seeds", metavar="A,B,...", help="train once per seed and report each final test accuracy "

@@ -156,3 +156,34 @@ def trials_table(study: optuna.Study, include_untrained: bool = False) -> Any:
     columns = ["trial", "outcome", "rung", "val_acc", "test_acc", "params", "flops", "epochs", "seconds", "name",
                "promoted_from"]
     return pd.DataFrame(rows, columns=columns)
+
+
+MAX_CSV_BYTES = 200_000_000  # a trials CSV of 50,000 trials (about 3 KB each) is far below this
+
+
+def candidate_from_csv(path: str, number: int, study: str | None = None) -> Candidate:
+    """Trial ``number``'s candidate from a trials CSV (``nas-report --csv``): its ``spec`` column, in
+    the rows of ``study`` (default: the search's main study, the full-fidelity rung)."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from nas.system import read_text_file
+
+    text = read_text_file(Path(path), MAX_CSV_BYTES, "trials CSV", "CSV")
+    csv.field_size_limit(MAX_CSV_BYTES)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = reader.fieldnames or []
+    if not {"study", "number", "spec"} <= set(columns):
+        raise SettingError("csv", f"{path} has no {'spec' if 'study' in columns else 'study, number and spec'} "
+                           "column: write it with nas-report --csv (the trials CSV of a search)")
+    try:
+        rows = [r for r in reader if r["number"] == str(number)
+                and (r["study"] == study if study is not None else ".rung" not in r["study"])]
+    except csv.Error as e:
+        raise SettingError("csv", f"{path} is not a readable CSV ({e})") from None
+    if not rows or not rows[0]["spec"]:
+        where = f"study {study!r}" if study is not None else "the main study (give --study NAME.rung0 for a screening row)"
+        raise SettingError("row", f"{path} has no trained trial {number} of {where}")
+    return replace(Candidate.from_dict(json.loads(rows[0]["spec"])), name=f"{rows[0]['study']} trial {number}")

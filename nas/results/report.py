@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,12 @@ def _accuracy(study: optuna.Study) -> Any:
 
 
 def _add_references(fig: go.Figure, refs: list[tuple[float, float, str]]) -> None:
-    """One legend entry per reference: text labels on the points overlap, as references sit side by side.
+    """One legend entry per known network (a reference or shipped preset the search started from): text
+    labels on the points overlap, as they sit side by side.
     Colours follow the names' order, so a reference has the same colour in every figure."""
     for i, (x, y, name) in enumerate(sorted(refs, key=lambda r: r[2])):
-        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, legendgroup="references",
-                                 legendgrouptitle_text="references", hovertext=name,
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, legendgroup="known",
+                                 legendgrouptitle_text="known networks", hovertext=name,
                                  marker={"size": 12, "symbol": "diamond",
                                          "color": REFERENCE_COLOURS[i % len(REFERENCE_COLOURS)],
                                          "line": {"width": 1, "color": "black"}}))
@@ -88,7 +90,7 @@ def curves_figure(studies: list[tuple[Any, optuna.Study]], top: int) -> go.Figur
             fig.add_trace(go.Scatter(x=steps, y=[curve[s] for s in steps], mode="lines+markers",
                                      name=f"r{rung.index} #{t.number} {r.name}".strip(),
                                      line={"dash": "dash" if r.name else "solid"}))
-    return fig.update_layout(title="Learning curves: best trials and references (validation accuracy per epoch)",
+    return fig.update_layout(title="Learning curves: best trials and known networks (validation accuracy per epoch)",
                              xaxis_title="epoch", yaxis_title="validation accuracy", yaxis_tickformat=".2%")
 
 
@@ -229,7 +231,10 @@ def build_report(study: optuna.Study, top: int = TOP_TRIALS) -> tuple[str, list[
 
 
 def trials_csv(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial of every rung: ``study.trials_dataframe()`` plus the flattened spec."""
+    """One row per trial of every rung: ``study.trials_dataframe()``, the flattened spec for reading,
+    and ``spec``: the whole candidate as JSON, its recipe at the search's full-fidelity epochs (as
+    ``nas-train --trial`` runs it), so any row retrains from the file alone (``nas-train --csv``)."""
+    settings = settings_of(study)
     frames = []
     for rung, s in rung_studies(study) or [(None, study)]:
         if s is None:
@@ -243,9 +248,10 @@ def trials_csv(study: optuna.Study) -> pd.DataFrame:
             except ValueError:
                 specs.append({})
                 continue
+            full = replace(c, recipe=c.recipe.compressed(settings.epochs)) if settings else c
             specs.append({"arch": c.arch.key, "layers": len(c.arch.layers),
                           **{f"recipe_{k}": (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-                             for k, v in c.recipe.to_dict().items()}})
+                             for k, v in c.recipe.to_dict().items()}, "spec": full.to_json()})
         df = pd.concat([df.reset_index(drop=True), pd.DataFrame(specs)], axis=1)
         df.insert(0, "study", s.study_name)
         df.insert(1, "rung", rung.index if rung is not None else 0)

@@ -30,6 +30,7 @@ class Search:
     device: str
     run_id: str
     band_estimates: list[Rates] | None = None  # the plan's typical rates per budget band, before any is screened
+    notes: list[str] = field(default_factory=list)  # what the run says before it starts (its known networks)
     _rung_data: dict[int, Splits] = field(default_factory=dict)
 
     @property

@@ -20,12 +20,16 @@ from nas.engine.device import resolve_device
 from nas.errors import SettingError
 from nas.search.context import Search
 from nas.search.plan import Rates
-from nas.search.record import TrialRecord
+from nas.arch.budget import check_budget
+from nas.arch.presets import load_preset, preset_file, preset_names
+from nas.search.record import TrialRecord, candidate_of
+from nas.search.rungs import bucket_of, ranked_by_bucket
 from nas.search.samplers import make_pruner, make_sampler
 from nas.search.settings import OBJECTIVES, SearchConfig, StudySettings
 from nas.search.storage import database_state, make_storage, redact, storage_lock
 from nas.search.study import RUNG_ATTR, SETTINGS_ATTR, SPACE_ATTR, ensure_study, enqueue, find_study
 from nas.space.audit import audit
+from nas.space.inverse import Inexpressible, params_of
 from nas.space.space import SearchSpace, space_file
 
 OBJECTIVE_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "flops": "FLOPs"}
@@ -89,10 +93,69 @@ def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
+@dataclass(frozen=True)
+class Known:
+    """The networks a search starts from, queued as its first trials, and what could not be queued."""
+
+    queue: list[tuple[str, dict[str, Any]]]  # the references and presets: queued when the study is made
+    earlier: list[tuple[str, dict[str, Any]]]  # --warm-start's: queued by any run that asks for them
+    notes: list[str]
+
+
+def best_presets(budgets: tuple[int, ...]) -> list[str]:
+    """Each budget band's best shipped preset: the highest measured mean accuracy (its ``measured``)
+    among those with ``budgets[i-1] <= params < budgets[i]``."""
+    best: dict[int, tuple[float, str]] = {}
+    for name in preset_names():
+        mean = (preset_file(name).get("measured") or {}).get("mean")
+        params = check_budget(load_preset(name).arch, budgets[-1]).params
+        if mean is None or params >= budgets[-1]:
+            continue
+        band = bucket_of(params, budgets)
+        best[band] = max(best.get(band, (0.0, "")), (mean, name))
+    return [best[band][1] for band in sorted(best)]
+
+
+def known_networks(config: SearchConfig, opened: Opened, storage: optuna.storages.BaseStorage,
+                   shape: tuple[int, int, int] = MNIST_SHAPE) -> Known:
+    """Every band's first candidates: the space's references and each band's best shipped preset
+    (:func:`best_presets`; MNIST networks: MNIST-shaped data only; ``settings.references``), then, where
+    ``config.warm_start`` names an earlier study of the storage, its best full-fidelity trial in each
+    budget band. A network the space cannot express is a note, never a silent drop."""
+    queue: list[tuple[str, dict[str, Any]]] = []
+    earlier: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
+    space, settings = opened.space, opened.settings
+    if settings.references and shape == MNIST_SHAPE:
+        queue += [(name, space.reference_params(name)) for name in space.references]
+        for name in best_presets(settings.buckets if len(settings.buckets) > 1 else (settings.budget,)):
+            if name in space.references:
+                continue
+            try:
+                queue.append((name, params_of(space, load_preset(name), shape)))
+            except Inexpressible as e:
+                notes.append(f"preset {name} is not queued: space {space.name} cannot express it ({e})")
+    if config.warm_start:
+        study = find_study(storage, config.warm_start)
+        if study is None or config.warm_start == opened.name:
+            raise SettingError("warm_start", f"no earlier study {config.warm_start!r} in {redact(config.storage)} "
+                                             "to start from; name another search's study in the same storage")
+        buckets = settings.buckets if len(settings.buckets) > 1 else ()
+        for band in ranked_by_bucket(study.get_trials(deepcopy=False), buckets):
+            for trial in band[:1]:
+                name = f"{config.warm_start}#{trial.number}"
+                try:
+                    earlier.append((name, params_of(space, candidate_of(trial), shape)))
+                except (Inexpressible, ValueError) as e:
+                    notes.append(f"trial {name} is not queued: space {space.name} cannot express it ({e})")
+    return Known(queue, earlier, notes)
+
+
 def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.storages.BaseStorage,
-                     shape: tuple[int, int, int] = MNIST_SHAPE) -> bool:
-    """Make the search's studies, settings and queued references, completing whatever a killed
-    run left half-made; nothing twice (under the storage lock). Returns whether it was new."""
+                     shape: tuple[int, int, int] = MNIST_SHAPE, known: Known | None = None) -> bool:
+    """Make the search's studies, settings and queued known networks (:func:`known_networks`),
+    completing whatever a killed run left half-made; nothing twice (under the storage lock). Returns
+    whether it was new."""
     directions = [OBJECTIVES[o] for o in opened.settings.objectives]
     rungs = opened.settings.make_rungs(opened.name)
     with storage_lock(config.storage), warnings.catch_warnings():
@@ -112,12 +175,14 @@ def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.stora
                                                                                    objectives[1:])])
                 study.set_user_attr(RUNG_ATTR, {"search": opened.name, "rung": rung.index, "fidelity": rung.label,
                                              "keeps": rung.keep or "open"})
-        if opened.settings.references and shape == MNIST_SHAPE:  # the references are MNIST networks
-            first = find_study(storage, rungs[0].study_name)
-            queued = {TrialRecord.of(t).name for t in first.get_trials(deepcopy=False)}
-            for ref_name in opened.space.references:
-                if ref_name not in queued:
-                    enqueue(first, opened.space.reference_params(ref_name), TrialRecord(name=ref_name))
+        first = find_study(storage, rungs[0].study_name)
+        trials = first.get_trials(deepcopy=False)
+        queued = {TrialRecord.of(t).name for t in trials}
+        known = known if known is not None else known_networks(config, opened, storage, shape)
+        made = not trials or all(TrialRecord.of(t).name for t in trials)  # a run killed while queueing them
+        for name, params in (known.queue if made else []) + known.earlier:
+            if name not in queued:
+                enqueue(first, params, TrialRecord(name=name))
     return new
 
 

@@ -20,7 +20,7 @@ from nas.engine.data import Splits, data_files
 from nas.engine.device import resolve_device, resolve_precision
 from nas.search.artifacts import check_run_paths
 from nas.search.context import Search
-from nas.search.opening import (Opened, attach, band_rates, create_or_finish, estimate_rates, load_data,
+from nas.search.opening import (Opened, attach, band_rates, create_or_finish, estimate_rates, known_networks, load_data,
                                 read_search, screened_trials)
 from nas.search.plan import Rates, fit_rungs
 from nas.search.processes import run_processes
@@ -28,6 +28,7 @@ from nas.search.progress import QuietReporter, Reporter
 from nas.search.record import TrialRecord
 from nas.search.rungs import Rung
 from nas.search.settings import SearchConfig
+from nas.search.snapshot import kept_snapshot, write_snapshot
 from nas.search.signals import Interrupted, handled_signal, install_signal_handlers
 from nas.search.storage import make_storage, redact, storage_errors, storage_lock
 from nas.search.study import find_study, retry_stale_trials
@@ -91,13 +92,16 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     with storage_errors(config.storage):
         opened, data, rungs, estimate = prepare(config)
         storage = make_storage(config.storage)
-        new = create_or_finish(config, opened, storage, data.info.shape)
+        known = known_networks(config, opened, storage, data.info.shape)
+        new = create_or_finish(config, opened, storage, data.info.shape, known)
         if not new and not opened.exists:  # another run made the study meanwhile: its settings rule
             opened, data, rungs, estimate = prepare(config)
         run_id = uuid.uuid4().hex[:12]
         trials_before = len(find_study(storage, rungs[0].study_name).get_trials(deepcopy=False))
         search = attach(config, opened, run_id, 0, trials_before, storage, data)
         search.rungs, search.band_estimates = rungs, estimate.bands
+        search.notes = ([f"known networks queued first: {', '.join(n for n, _ in known.queue + known.earlier)}"]
+                        if new and known.queue + known.earlier else []) + known.notes
         if config.jobs > 1:  # the workers train; the main process only watches: no copy of the data on a GPU
             search.data = search.data.to("cpu")
             if torch.cuda.is_available():

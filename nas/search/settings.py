@@ -53,7 +53,7 @@ class StudySettings:
     holdout: int = 10_000  # validation images held out of the 60,000 training images
     subset: int | None = None  # train on at most this many of the remaining images
     objectives: tuple[str, ...] = ("accuracy",)
-    references: bool = True  # the study starts by training the space's reference networks
+    references: bool = True  # the study starts by training the known networks: references and presets
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rungs", tuple(self.rungs))
@@ -158,6 +158,8 @@ class SearchConfig:
     data_dir: str | None = None
     artifacts: str | None = None  # folder of the trials' weights; default beside the storage (nas.artifacts)
     verify_data: bool = True  # False only for tests' small IDX files
+    warm_start: str | None = None  # an earlier study of the storage: its best trial per budget band is queued
+    snapshot: bool = False  # keep NAME.db.gz beside the SQLite file, current as the search goes (to commit)
 
     def __post_init__(self) -> None:
         unknown = set(self.settings) - set(ASKABLE_SETTINGS)

@@ -25,6 +25,7 @@ from nas.search.progress import QuietReporter, Reporter
 from nas.search.record import TrialRecord, candidate_of, set_finished_trial_user_attr
 from nas.search.rungs import Rung, promoted, ranked, ranked_by_bucket
 from nas.search.signals import check_signal
+from nas.search.snapshot import EVERY_SECONDS, kept_snapshot, write_snapshot
 from nas.search.storage import DATABASE_WAIT_SECONDS, connection_lost, disk_full, storage_lock, wait_for_database
 from nas.search.study import beat, enqueue, retry_stale_trials
 from nas.search.trial import TrialRunner
@@ -50,6 +51,7 @@ class Worker:
     failures_in_a_row: int = 0
     untrained: int = 0  # screening proposals in a row that trained nothing (rejected, duplicates)
     _final_ratio: dict[int, float] = field(default_factory=dict)  # trial id -> final/screening time ratio
+    _snapshot_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         self.runner = TrialRunner(self.search, self.reporter, self.precision, watch=self.retry_stale)
@@ -120,11 +122,21 @@ class Worker:
                     raise
                 return None
             self.failures_in_a_row = 0
+            self.keep_snapshot(arg.final)
             if arg.index == 0:
                 self.untrained = 0 if TrialRecord.of(frozen).trained else self.untrained + 1
                 if self.untrained >= MAX_UNTRAINED_IN_A_ROW:
                     return "stalled"
         return None
+
+    def keep_snapshot(self, final: bool) -> None:
+        """Rewrite the study's snapshot (the form a repository keeps) after a full-fidelity trial, or
+        a trial ``EVERY_SECONDS`` after the last one; one worker per machine writes it."""
+        database = kept_snapshot(self.search.config.storage, self.search.config.snapshot)
+        if database is None or self.index != 0 or not (final or time.time() - self._snapshot_at >= EVERY_SECONDS):
+            return
+        write_snapshot(database)
+        self._snapshot_at = time.time()
 
     def retry_stale(self) -> None:
         """Queue again the trials of workers that are gone (any worker, any machine)."""
