@@ -1,11 +1,13 @@
 """One front search against separate single-budget searches at equal CPU time: for each budget, the best
 full-fidelity validation accuracy each found under it, what it screened, and its wall time.
 
-    python benchmarks/front_vs_single.py --front sqlite:///studies/cmp.db:front \\
-        --single sqlite:///studies/cmp.db:single-{budget} [--out results/front-vs-single.csv]
+    python benchmarks/front_vs_single.py --front sqlite:///studies/cmp-front.db:front-s{seed} \\
+        --single "sqlite:///studies/cmp-single.db:single-s{seed}-{budget}" --seeds 0,1 \\
+        [--out results/front-vs-single.csv]
 
-``--single`` names each budget's study with ``{budget}``. The searches should have run side by side
-on one thread each, the front search for as long as the single ones together.
+``--single`` names each budget's study with ``{budget}``, both name each seed's with ``{seed}``
+(single runs differ by chance, so the table is per seed and their mean). The searches should have
+run side by side on one thread each, the front search for as long as the single ones together.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ def wall(study: optuna.Study) -> float:
     return sum(r["seconds"] for r in runs_of(study))
 
 
-def row(label: str, study: optuna.Study, budget: int) -> dict:
+def row(label: str, study: optuna.Study, budget: int, seed: int) -> dict:
     winner = best_under(study, budget)
     r = TrialRecord.of(winner) if winner is not None else None
-    return {"search": label, "budget": budget, "wall_s": round(wall(study)), "screened_under": screened(study, budget),
+    return {"seed": seed, "search": label, "budget": budget, "wall_s": round(wall(study)), "screened_under": screened(study, budget),
             "best_val_acc": r.val_acc if r else None, "params": r.params if r else None,
             "test_acc_one_run": r.test_acc if r else None, "trial": winner.number if winner is not None else None}
 
@@ -44,30 +46,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--front", required=True, help="STORAGE:STUDY of the front search")
     parser.add_argument("--single", required=True, help="STORAGE:STUDY of the single searches, with {budget}")
+    parser.add_argument("--seeds", default="0", help="A,B,... the seeds, where the study names hold {seed}")
     parser.add_argument("--out", default="results/front-vs-single.csv")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    url, name = args.front.rsplit(":", 1)
-    front = open_study(url, name)
-    budgets = settings_of(front).buckets
     rows = []
-    single_url, single_name = args.single.rsplit(":", 1)
-    for budget in budgets:
-        rows.append(row("front", front, budget))
-        rows.append(row("single", open_study(single_url, single_name.format(budget=budget)), budget))
+    for seed in (int(x) for x in args.seeds.split(",")):
+        url, name = args.front.rsplit(":", 1)
+        front = open_study(url, name.format(seed=seed))
+        single_url, single_name = args.single.rsplit(":", 1)
+        for budget in settings_of(front).buckets:
+            rows.append(row("front", front, budget, seed))
+            rows.append(row("single", open_study(single_url, single_name.format(budget=budget, seed=seed)), budget,
+                            seed))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    singles = sum(r["wall_s"] for r in rows if r["search"] == "single")
-    print(f"front search: {rows[0]['wall_s']:,} s; single searches together: {singles:,} s")
-    print("| budget | front: best val (params), screened under it | single: best val (params), screened |")
-    print("|---|---|---|")
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    seeds = sorted({r["seed"] for r in rows})
+    for seed in seeds:
+        mine = [r for r in rows if r["seed"] == seed]
+        singles = sum(r["wall_s"] for r in mine if r["search"] == "single")
+        print(f"seed {seed}: front search {mine[0]['wall_s']:,} s; single searches together {singles:,} s")
+    cell = (lambda r: f"{r['best_val_acc']:.2%} ({r['params']:,}), {r['screened_under']}"
+            if r["best_val_acc"] is not None else f"none, {r['screened_under']}")
+    print("| budget | seed | front: best val (params), screened under it | single: best val (params), screened |")
+    print("|---|---|---|---|")
     for f_row, s_row in zip(rows[::2], rows[1::2]):
-        cell = (lambda r: f"{r['best_val_acc']:.2%} ({r['params']:,}), {r['screened_under']}"
-                if r["best_val_acc"] is not None else f"none, {r['screened_under']}")
-        print(f"| < {f_row['budget']:,} | {cell(f_row)} | {cell(s_row)} |")
+        print(f"| < {f_row['budget']:,} | {f_row['seed']} | {cell(f_row)} | {cell(s_row)} |")
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        means = {arm: [r["best_val_acc"] for r in rows if r["budget"] == budget and r["search"] == arm
+                       and r["best_val_acc"] is not None] for arm in ("front", "single")}
+        shown = {arm: f"{sum(v) / len(v):.2%}" if len(v) == len(seeds) else "n/a" for arm, v in means.items()}
+        print(f"| < {budget:,} | mean | {shown['front']} | {shown['single']} |")
 
 
 if __name__ == "__main__":

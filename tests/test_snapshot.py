@@ -80,8 +80,10 @@ def test_any_row_of_the_trials_csv_retrains_from_the_file_alone(shipped, tmp_pat
     clone, data, trials = shipped
     csv = tmp_path / "trials.csv"
     report = [command("nas-report"), "--storage", f"sqlite:///{clone}/s.db", "--out", str(tmp_path / "r.html"),
-              "--csv", str(csv)]
-    subprocess.run(report, check=True, capture_output=True)
+              "--csv", str(csv), "--snapshot"]
+    written = subprocess.run(report, check=True, capture_output=True, text=True).stdout
+    assert f"{clone}/s.db.gz: the study to commit" in written
+    assert gzip.open(clone / "s.db.gz").read(16) == b"SQLite format 3\x00"
     trained = next(t for t in trials if TrialRecord.of(t).trained)
     (clone / "s.db").unlink()
     (clone / "s.db.gz").unlink()  # nothing but the CSV

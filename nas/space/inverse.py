@@ -44,7 +44,8 @@ class _Answering(optuna.trial.FixedTrial):
 def _shown(distribution: BaseDistribution) -> str:
     if isinstance(distribution, CategoricalDistribution):
         return f"choices {list(distribution.choices)}"
-    return f"range {distribution.low}-{distribution.high}"  # type: ignore[attr-defined]
+    step = getattr(distribution, "step", None)
+    return f"range {distribution.low}-{distribution.high}" + (f" step {step}" if step not in (None, 1) else "")
 
 
 def params_of(space: SearchSpace, candidate: Candidate, shape: tuple[int, int, int] = (1, 28, 10)) -> dict[str, Any]:
