@@ -52,8 +52,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rows = []
     for seed in (int(x) for x in args.seeds.split(",")):
-        url, name = args.front.rsplit(":", 1)
-        front = open_study(url, name.format(seed=seed))
+        url, name = args.front.format(seed=seed, budget="{budget}").rsplit(":", 1)
+        front = open_study(url, name)
         single_url, single_name = args.single.rsplit(":", 1)
         for budget in settings_of(front).buckets:
             rows.append(row("front", front, budget, seed))

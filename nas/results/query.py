@@ -176,8 +176,8 @@ def candidate_from_csv(path: str, number: int, study: str | None = None) -> Cand
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = reader.fieldnames or []
     if not {"study", "number", "spec"} <= set(columns):
-        raise SettingError("csv", f"{path} has no {'spec' if 'study' in columns else 'study, number and spec'} "
-                           "column: write it with nas-report --csv (the trials CSV of a search)")
+        raise SettingError("csv", f"{path} has no {'spec column' if 'study' in columns else 'study, number and spec columns'}"
+                           ": write it with nas-report --csv (the trials CSV of a search)")
     try:
         rows = [r for r in reader if r["number"] == str(number)
                 and (r["study"] == study if study is not None else ".rung" not in r["study"])]

@@ -10,7 +10,7 @@ Every finished trial has one explicit outcome:
 ==============  =========  =================================================================
 outcome         state      meaning
 ==============  =========  =================================================================
-rejected        PRUNED     over the parameter budget, or its band had its screening share; never trained
+rejected        PRUNED     over the parameter budget, or its band had its share of screening time; never trained
 duplicate       as copied  same candidate as an earlier trial at this rung; result reused
 pruned          PRUNED     stopped early by the pruner
 diverged        COMPLETE   training loss became non-finite (its poor accuracy is kept)

@@ -63,6 +63,9 @@ def restore_snapshot(database: Path) -> bool:
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(packed, "rb") as f:
             shutil.copyfileobj(f, out, 1 << 20)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as any new file, not mkstemp's owner-only mode
         os.replace(tmp, database)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

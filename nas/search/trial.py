@@ -4,8 +4,8 @@ A trial goes:
 
 1. ``space.sample(trial)`` -> candidate, its recipe compressed to the rung's epochs; its parameter
    count is the constraint ``params - budget + 1`` (> 0 infeasible). Over budget: PRUNED at once,
-   never trained. In a front search, a sampled candidate whose budget band has screened more than
-   another band is turned away the same way (each band gets an equal share of the screening).
+   never trained. In a front search, a sampled candidate whose budget band has spent more time
+   screening than another band is turned away the same way (each band gets an equal share).
 2. The same candidate finished earlier at this rung: its result is reused.
 3. Otherwise it trains at the rung's fidelity; the final rung reports each epoch's validation
    accuracy (learning curves; the pruner at one fidelity).
