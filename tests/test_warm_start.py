@@ -1,6 +1,7 @@
 """A search starts from what is known: the references and shipped presets that fit its budgets, and
 on request an earlier study's best per band; a network the space cannot express is said, not dropped."""
 
+import optuna
 import pytest
 
 from nas.arch.presets import load_preset, preset_names
@@ -39,7 +40,7 @@ def test_every_preset_is_the_space_assignment_it_is_queued_as():
     space = SearchSpace.from_file(space_file("mnist_front"))
     for name in preset_names():
         candidate = load_preset(name)
-        again = space.sample(__import__("optuna").trial.FixedTrial(params_of(space, candidate)))
+        again = space.sample(optuna.trial.FixedTrial(params_of(space, candidate)))
         assert again.arch.layers == candidate.arch.layers, name
         assert again.recipe.in_effect() == {**candidate.recipe.in_effect(), "epochs": again.recipe.epochs}, name
         if name in space.references:

@@ -146,7 +146,7 @@ def known_networks(config: SearchConfig, opened: Opened, storage: optuna.storage
                 name = f"{config.warm_start}#{trial.number}"
                 try:
                     earlier.append((name, params_of(space, candidate_of(trial), shape)))
-                except (Inexpressible, ValueError) as e:
+                except ValueError as e:  # Inexpressible, or a trial that holds no candidate
                     notes.append(f"trial {name} is not queued: space {space.name} cannot express it ({e})")
     return Known(queue, earlier, notes)
 

@@ -55,10 +55,21 @@ def write_snapshot(database: Path) -> Path:
 
 
 def restore_snapshot(database: Path) -> bool:
-    """Make ``database`` from its snapshot where the file is missing and the snapshot is there."""
+    """Make ``database`` from its snapshot where the file is missing and the snapshot is there; a
+    damaged snapshot is one :class:`StorageError` line and stays as it is."""
+    from nas.search.storage import StorageError
+
     packed = snapshot_of(database)
     if database.exists() or not packed.is_file():
         return False
+    try:
+        _unpack(packed, database)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise StorageError(f"cannot restore {database} from {packed}: {e}; fetch the file again") from None
+    return True
+
+
+def _unpack(packed: Path, database: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=database.parent, prefix=".restore-")
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(packed, "rb") as f:
@@ -70,4 +81,3 @@ def restore_snapshot(database: Path) -> bool:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return True

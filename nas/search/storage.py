@@ -284,7 +284,9 @@ def database_state(url: str) -> str:
     if path is None and url.startswith("sqlite"):
         raise StorageError(f"{redact(url)} keeps nothing once the run ends; give a database file, e.g. "
                            "sqlite:///studies/mnist.db")
-    if path is not None and not path.exists() and not _restored(path):
+    from nas.search.snapshot import restore_snapshot  # a committed study's file, restored where missing
+
+    if path is not None and not path.exists() and not restore_snapshot(path):
         return "missing"
     try:
         tables = _tables(url, path)
@@ -305,16 +307,6 @@ def database_state(url: str) -> str:
         raise StorageError(f"{path} holds other tables ({', '.join(sorted(tables)[:5])}), not the studies of a "
                            "search; nothing was written to it")
     return "empty"
-
-
-def _restored(path: Path) -> bool:
-    """A missing SQLite file made from its committed snapshot (:mod:`nas.search.snapshot`) if there is one."""
-    from nas.search.snapshot import restore_snapshot, snapshot_of
-
-    try:
-        return restore_snapshot(path)
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise StorageError(f"cannot restore {path} from {snapshot_of(path)}: {e}; fetch the file again") from None
 
 
 def make_storage(url: str, create: bool = True, mode: str | None = None) -> optuna.storages.RDBStorage:

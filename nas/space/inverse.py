@@ -18,7 +18,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from nas.arch import Candidate, Layer
 from nas.space.space import SearchSpace
 
-ACTS, TAIL = ("relu", "leaky_relu"), ("relu", "leaky_relu", "bn", "dropout", "dropout2d")
+ACTS, DROPS = ("relu", "leaky_relu"), ("dropout", "dropout2d")
+TAIL = (*ACTS, "bn", *DROPS)  # the layers the space puts after a conv, a pool or a 1x1 conv
 
 
 class Inexpressible(ValueError):
@@ -87,7 +88,7 @@ def _style(layers: tuple[Layer, ...], units: list[tuple[list[Layer], list[Layer]
         p["activation"] = act.op
         if act.op == "leaky_relu":
             p["leaky_slope"] = act.slope
-    drop = next((l for l in layers if l.op in ("dropout", "dropout2d")), None)
+    drop = next((l for l in layers if l.op in DROPS), None)
     p["dropout"] = drop.op if drop is not None else "none"
     if drop is not None:
         p["dropout_rate"] = drop.p
@@ -132,25 +133,24 @@ def _arch_params(layers: tuple[Layer, ...]) -> dict[str, Any]:
             raise Inexpressible(f"it starts with a {first.op} layer, not a conv block")
         between = True
         if first.op == "maxpool":
-            p["pool_bn"], p["pool_dropout"] = has(tail, "bn"), has(tail, "dropout", "dropout2d")
+            p["pool_bn"], p["pool_dropout"] = has(tail, "bn"), has(tail, *DROPS)
             p.setdefault("transition_order", "pool_conv")
         elif first.op == "conv" and first.k == 1:
             p[f"t{len(blocks)}_ch"], p["transition_bias"] = first.out, first.bias
             p["transition_act"], p["transition_bn"] = has(tail, *ACTS), has(tail, "bn")
-            p["transition_dropout"] = has(tail, "dropout", "dropout2d")
+            p["transition_dropout"] = has(tail, *DROPS)
             p.setdefault("transition_order", "conv_pool")
         else:
             raise Inexpressible(f"its {first.op} layer has no place in the space's family")
     if between:
         raise Inexpressible("its last transition has no conv block after it")
-    stages = blocks
-    p["stages"] = len(stages)
-    for i, block in enumerate(stages, 1):
+    p["stages"] = len(blocks)
+    for i, block in enumerate(blocks, 1):
         p[f"s{i}_convs"] = len(block)
         for j, (convs, tail) in enumerate(block, 1):
             q = f"s{i}_c{j}_"
             p[q + "ch"], p[q + "pad"], p[q + "sep"] = convs[-1].out, convs[0].pad, convs[0].op == "dwconv"
-            p[q + "bn"], p[q + "drop"] = has(tail, "bn"), has(tail, "dropout", "dropout2d")
+            p[q + "bn"], p[q + "drop"] = has(tail, "bn"), has(tail, *DROPS)
             p["conv_bias"] = convs[-1].bias
     return p
 
