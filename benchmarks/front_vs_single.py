@@ -8,6 +8,8 @@ full-fidelity validation accuracy each found under it, what it screened, and its
 ``--single`` names each budget's study with ``{budget}``, both name each seed's with ``{seed}``
 (single runs differ by chance, so the table is per seed and their mean). The searches should have
 run side by side on one thread each, the front search for as long as the single ones together.
+Two front searches (two spaces, say) compare the same way: ``--single`` without ``{budget}`` and
+``--labels cut,full``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def wall(study: optuna.Study) -> float:
 def row(label: str, study: optuna.Study, budget: int, seed: int) -> dict:
     winner = best_under(study, budget)
     r = TrialRecord.of(winner) if winner is not None else None
-    return {"seed": seed, "search": label, "budget": budget, "wall_s": round(wall(study)), "screened_under": screened(study, budget),
+    return {"seed": seed, "search": label, "study": study.study_name, "budget": budget, "wall_s": round(wall(study)), "screened_under": screened(study, budget),
             "best_val_acc": r.val_acc if r else None, "params": r.params if r else None,
             "test_acc_one_run": r.test_acc if r else None, "trial": winner.number if winner is not None else None}
 
@@ -47,8 +49,10 @@ def main() -> None:
     parser.add_argument("--front", required=True, help="STORAGE:STUDY of the front search")
     parser.add_argument("--single", required=True, help="STORAGE:STUDY of the single searches, with {budget}")
     parser.add_argument("--seeds", default="0", help="A,B,... the seeds, where the study names hold {seed}")
+    parser.add_argument("--labels", default="front,single", help="A,B: the two arms' names in the table and CSV")
     parser.add_argument("--out", default="results/front-vs-single.csv")
     args = parser.parse_args()
+    labels = args.labels.split(",")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rows = []
     for seed in (int(x) for x in args.seeds.split(",")):
@@ -56,34 +60,35 @@ def main() -> None:
         front = open_study(url, name)
         single_url, single_name = args.single.rsplit(":", 1)
         for budget in settings_of(front).buckets:
-            rows.append(row("front", front, budget, seed))
-            rows.append(row("single", open_study(single_url, single_name.format(budget=budget, seed=seed)), budget,
+            rows.append(row(labels[0], front, budget, seed))
+            rows.append(row(labels[1], open_study(single_url, single_name.format(budget=budget, seed=seed)), budget,
                             seed))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print_table(rows)
+    print_table(rows, labels)
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict], labels: list[str]) -> None:
     seeds = sorted({r["seed"] for r in rows})
     for seed in seeds:
-        mine = [r for r in rows if r["seed"] == seed]
-        singles = sum(r["wall_s"] for r in mine if r["search"] == "single")
-        print(f"seed {seed}: front search {mine[0]['wall_s']:,} s; single searches together {singles:,} s")
+        walls = [sum({r["study"]: r["wall_s"] for r in rows if r["seed"] == seed and r["search"] == arm}.values())
+                 for arm in labels]  # each study once: one front study serves every budget
+        print(f"seed {seed}: {labels[0]} {walls[0]:,} s; {labels[1]} {walls[1]:,} s")
     cell = (lambda r: f"{r['best_val_acc']:.2%} ({r['params']:,}), {r['screened_under']}"
             if r["best_val_acc"] is not None else f"none, {r['screened_under']}")
-    print("| budget | seed | front: best val (params), screened under it | single: best val (params), screened |")
+    print(f"| budget | seed | {labels[0]}: best val (params), screened under it | {labels[1]}: best val (params), "
+          "screened |")
     print("|---|---|---|---|")
     for f_row, s_row in zip(rows[::2], rows[1::2]):
         print(f"| < {f_row['budget']:,} | {f_row['seed']} | {cell(f_row)} | {cell(s_row)} |")
     for budget in dict.fromkeys(r["budget"] for r in rows):
         means = {arm: [r["best_val_acc"] for r in rows if r["budget"] == budget and r["search"] == arm
-                       and r["best_val_acc"] is not None] for arm in ("front", "single")}
-        shown = {arm: f"{sum(v) / len(v):.2%}" if len(v) == len(seeds) else "n/a" for arm, v in means.items()}
-        print(f"| < {budget:,} | mean | {shown['front']} | {shown['single']} |")
+                       and r["best_val_acc"] is not None] for arm in labels}
+        shown = [f"{sum(v) / len(v):.2%}" if len(v) == len(seeds) else "n/a" for v in means.values()]
+        print(f"| < {budget:,} | mean | {shown[0]} | {shown[1]} |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ table at the end reads every row of the file.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from nas.engine.data import load_dataset, make_splits
 from nas.engine.trainer import train
 from nas.arch.presets import load_preset
+from rows import append_row  # benchmarks/rows.py
 
 FIELDS = ["preset", "precision", "seed", "threads", "epochs", "test_acc", "seconds"]
 
@@ -36,7 +36,6 @@ def main() -> None:
     args = parser.parse_args()
     data = make_splits(load_dataset(args.data_dir))
     out = Path(args.csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for preset in args.presets:
         candidate = load_preset(preset)
         for seed in args.seeds:
@@ -46,12 +45,7 @@ def main() -> None:
                 row = {"preset": preset, "precision": precision, "seed": seed, "threads": torch.get_num_threads(),
                        "epochs": len(result.epochs), "test_acc": result.test_acc,
                        "seconds": round(time.time() - start, 1)}
-                new = not out.exists()
-                with out.open("a", newline="") as f:
-                    writer = csv.DictWriter(f, FIELDS)
-                    if new:
-                        writer.writeheader()
-                    writer.writerow(row)
+                append_row(out, FIELDS, row)
                 print(row, flush=True)
     table = pd.read_csv(out)
     summary = table.groupby(["preset", "precision"])["test_acc"].agg(["mean", "std", "count"])

@@ -71,6 +71,25 @@ def test_linear_head_and_leaky_and_bn_relu_orders_build():
     assert count_params(arch) == 80 + 16 + 1168 + 160
 
 
+@pytest.mark.parametrize("sep, affine, bias", [(True, False, True), (True, True, False), (False, True, True)])
+def test_a_shared_conv_counts_its_weights_once_and_each_use_costs_flops(sep, affine, bias):
+    from nas.arch.spec import Layer
+
+    def net(times):
+        return ArchSpec((conv(8), relu(), maxpool(), Layer("shared", times=times, sep=sep, affine=affine, bias=bias),
+                         conv(10, k=1), gap()))
+    once, thrice = net(1), net(3)
+    weights = (8 * 9 + 8 * 8 if sep else 8 * 8 * 9) + (8 if bias else 0)
+    norms = 16 if affine else 0
+    assert count_params(thrice) - count_params(once) == 2 * norms  # a reuse costs only its own norm
+    assert count_params(once) == 80 + weights + norms + 90
+    model = build_model(thrice)
+    assert sum(p.numel() for p in model.parameters()) == count_params(thrice)  # torch stores it once
+    assert count_flops(thrice) == fvcore_flops(thrice) and count_flops(once) == fvcore_flops(once)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert ArchSpec.from_dict(thrice.to_dict()) == thrice and thrice.layers[3].token.startswith("sh3x3")
+
+
 @pytest.mark.parametrize("layers, message", [
     # five unpadded 5x5 convs shrink 28 -> 8; the next 3 max-pools take it to 1, the fourth fails
     ((conv(8, k=5),) * 5 + (maxpool(),) * 4 + (conv(10, k=1), gap()), r"layer 8 \(mp\): cannot max-pool a 1x1 map"),

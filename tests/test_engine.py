@@ -7,7 +7,7 @@ import torch
 from nas.engine.data import load_dataset, make_splits
 from nas.engine.augment import random_affine
 from nas.engine.device import resolve_device
-from nas.engine.optim import make_scheduler
+from nas.engine.optim import init_weights, make_scheduler
 from nas.engine.trainer import train
 from nas.arch.spec import ArchSpec, bn, conv, gap, linear, maxpool, relu
 from nas.arch.recipe import Recipe
@@ -69,7 +69,7 @@ def test_augmentation_draws_per_image_parameters():
 
 @pytest.mark.parametrize("schedule, extra, per_batch", [
     ("none", {}, False), ("step", {"step_size": 2}, True), ("multistep", {"milestones": (1, 2)}, True),
-    ("onecycle", {}, True), ("cosine", {}, True),
+    ("onecycle", {}, True), ("cosine", {}, True), ("piecewise", {}, False),
 ])
 def test_every_schedule_trains(splits, schedule, extra, per_batch):
     recipe = replace(FAST, schedule=schedule, **extra)
@@ -82,13 +82,15 @@ def test_every_schedule_trains(splits, schedule, extra, per_batch):
 
 
 def lr_trajectory(recipe, steps_per_epoch):
+    """The rate of every batch, the scheduler stepped as the trainer steps it."""
     opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=recipe.lr)
-    sched, _ = make_scheduler(opt, recipe, steps_per_epoch)
+    sched, per_batch = make_scheduler(opt, recipe, steps_per_epoch)
     lrs = []
-    for _ in range(recipe.epochs * steps_per_epoch):
+    for step in range(1, recipe.epochs * steps_per_epoch + 1):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
-        sched.step()
+        if per_batch or step % steps_per_epoch == 0:
+            sched.step()
     return lrs
 
 
@@ -103,6 +105,45 @@ def test_a_compressed_multistep_recipe_decays_at_the_same_share_of_training():
     assert squeezed[19] == pytest.approx(0.1) and squeezed[20] == pytest.approx(0.01) and squeezed[30] == pytest.approx(0.001)
     odd = Recipe(lr=0.1, schedule="step", step_size=10, gamma=0.5, epochs=19).compressed(3)
     assert odd.step_size == pytest.approx(1.5789) and lr_trajectory(odd, 19)[30] == pytest.approx(0.05)
+
+
+def test_the_piecewise_schedule_is_the_public_4838_nets_per_epoch_table():
+    # docs/reference/public-nets.md: np.interp(epoch, [0, 2, 5, 12], [lr, max_lr, lr/5, 0]), lr 0.001, max_lr 0.01
+    published = [0.001, 0.0055, 0.01, 0.006733, 0.003467, 0.0002, 0.000171, 0.000143, 0.000114, 0.000086,
+                 0.000057, 0.000029]
+    recipe = Recipe(optimizer="adam", lr=0.01, schedule="piecewise", epochs=12)
+    per_batch = lr_trajectory(recipe, 5)
+    assert [per_batch[5 * e] for e in range(12)] == pytest.approx(published, abs=1e-6)
+    assert per_batch[5 * 2 + 4] == per_batch[5 * 2]  # constant within an epoch, as published
+    short = lr_trajectory(recipe.compressed(6), 5)  # the same shape over half the epochs
+    assert short[5] == pytest.approx(0.01) and short[0] == pytest.approx(0.001)
+
+
+def test_xavier_init_draws_within_its_bound_and_zeroes_the_biases():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 10))
+    before = model[0].weight.detach().clone()
+    init_weights(model, Recipe())  # the default leaves PyTorch's own init alone
+    assert torch.equal(model[0].weight, before) and model[0].bias.abs().sum() > 0
+    init_weights(model, Recipe(init="xavier"))
+    conv_bound = math.sqrt(6 / (4 * 9 + 8 * 9))  # fan_in + fan_out of a 3x3 conv 4 -> 8
+    assert model[0].weight.abs().max() <= conv_bound and model[0].weight.abs().max() > 0.9 * conv_bound
+    assert model[2].weight.abs().max() <= math.sqrt(6 / 18)
+    assert model[0].bias.abs().sum() == 0 and model[2].bias.abs().sum() == 0
+    assert torch.equal(model[1].weight, torch.ones(8))  # BatchNorm keeps 1 and 0
+
+
+def test_random_resized_crop_zooms_in_and_leaves_other_recipes_streams_alone():
+    image = torch.zeros(1, 1, 28, 28)
+    image[..., 8:20, 8:20] = 1.0
+    batch = image.repeat(64, 1, 1, 1)
+    plain = random_affine(batch, 5.0, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, random_affine(batch, 5.0, 0.0, torch.Generator().manual_seed(0), crop=0.0))
+    cropped = random_affine(batch, 0.0, 0.0, torch.Generator().manual_seed(0), crop=0.5)
+    area = cropped.sum(dim=(1, 2, 3)) / batch[0].sum()  # the square's share grows as 1 / the crop's area
+    assert (area > 1.0).all() and area.max() < 1 / 0.5 * 1.05 and cropped.min() >= 0 and cropped.max() <= 1
+    shifted = cropped.flatten(1).argmax(1)
+    assert len(set(shifted.tolist())) > 8  # each image has its own crop
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])

@@ -44,6 +44,10 @@ def test_key_tells_architectures_apart():
     (dict(op="dropout"), "needs field 'p'"),
     (dict(op="relu", p=0.1), "takes no field 'p'"),
     (dict(op="linear", out=10, k=3), "takes no field 'k'"),
+    (dict(op="shared"), "needs field 'times'"),
+    (dict(op="shared", times=0), "times must be an integer from 1 to 16"),
+    (dict(op="shared", times=3, sep="yes"), "sep must be true or false"),
+    (dict(op="conv", out=8, times=2), "takes no field 'times'"),
 ])
 def test_bad_layers_are_refused_with_a_clear_message(layer, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
@@ -67,6 +71,8 @@ def test_bad_layer_error_names_its_position():
     (dict(lr=float("inf")), "lr must be > 0"),
     (dict(epochs=2.5), "epochs must be an integer from 1 to 1000"),
     (dict(translate=0.9), "translate must be in"),
+    (dict(crop=1.0), "crop must be in"),
+    (dict(init="he"), "init must be one of"),
 ])
 def test_bad_recipes_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -76,6 +82,9 @@ def test_bad_recipes_are_refused(fields, message):
 def test_recipe_round_trips_and_rejects_unknown_keys():
     r = Recipe(optimizer="adamw", lr=3e-3, schedule="multistep", milestones=(5, 9), rotation=7.5)
     assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert "crop" not in r.to_dict() and "init" not in r.to_dict()  # earlier recipes keep their keys
+    published = Recipe(optimizer="adam", lr=0.01, schedule="piecewise", crop=0.15, init="xavier", epochs=12)
+    assert Recipe.from_dict(json.loads(json.dumps(published.to_dict()))) == published
     with pytest.raises(ValueError, match="unknown key 'warmup'"):
         Recipe.from_dict({"warmup": 3})
 

@@ -47,6 +47,8 @@ def recipe_line(recipe: Recipe) -> str:
         schedule += f" every {recipe.step_size:g} epochs x{recipe.gamma:.3g}"
     elif schedule == "multistep":
         schedule += f" at {', '.join(f'{m:g}' for m in recipe.milestones)} x{recipe.gamma:.3g}"
+    extras = "".join([f", scale {recipe.scale:g}" if recipe.scale else "", f", crop {recipe.crop:g}" if recipe.crop else "",
+                      f", {recipe.init} init" if recipe.init != "default" else ""])
     return (f"{opt}, weight decay {recipe.weight_decay:g}, batch {recipe.batch_size}, schedule {schedule}, "
-            f"rotation {recipe.rotation:g}, translate {recipe.translate:g}, label smoothing {recipe.label_smoothing:g}, "
-            f"{recipe.epochs} epochs")
+            f"rotation {recipe.rotation:g}, translate {recipe.translate:g}{extras}, label smoothing "
+            f"{recipe.label_smoothing:g}, {recipe.epochs} epochs")

@@ -14,6 +14,24 @@ class FlatLinear(nn.Linear):
         return super().forward(x.flatten(1))
 
 
+class SharedConv(nn.Module):
+    """One conv (depthwise-separable with ``sep``: a depthwise k x k without bias, then a 1x1) applied
+    ``times`` times at the same size, each use followed by ReLU and its own BatchNorm."""
+
+    def __init__(self, channels: int, times: int, k: int, sep: bool, bias: bool, affine: bool) -> None:
+        super().__init__()
+        pad = k // 2
+        self.conv = nn.Sequential(nn.Conv2d(channels, channels, k, padding=pad, groups=channels, bias=False),
+                                  nn.Conv2d(channels, channels, 1, bias=bias)) if sep \
+            else nn.Conv2d(channels, channels, k, padding=pad, bias=bias)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(channels, affine=affine) for _ in range(times))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm in self.norms:
+            x = norm(F.relu(self.conv(x)))
+        return x
+
+
 class Net(nn.Sequential):
     """The layers in order; the output is log-probabilities over the classes, shape (N, classes)."""
 

@@ -78,6 +78,21 @@ def _dwconv_module(layer: Layer, c: int) -> nn.Module:
     return nn.Conv2d(c, c, layer.k, padding=layer.pad, groups=c, bias=layer.bias)
 
 
+def _shared_shape(layer: Layer, shape: Shape) -> tuple[Shape, int, int]:
+    """One conv's weights (counted once, as they are stored once), each use's BatchNorm and FLOPs."""
+    c, h, k = shape[0], shape[1], layer.k
+    weights = c * k**2 + c * c if layer.sep else c * c * k**2
+    norm_params, norm_flops = _bn_shape(layer, shape)[1:]
+    return shape, weights + (c if layer.bias else 0) + layer.times * norm_params, \
+        layer.times * (weights * h * h + norm_flops)
+
+
+def _shared_module(layer: Layer, c: int) -> nn.Module:
+    from nas.arch.layers import SharedConv
+
+    return SharedConv(c, layer.times, layer.k, layer.sep, layer.bias, layer.affine)
+
+
 def _bn_shape(layer: Layer, shape: Shape) -> tuple[Shape, int, int]:
     per = 2 if layer.affine else 1  # as fvcore counts: the normalization, and the affine where there is one
     return shape, 2 * shape[0] if layer.affine else 0, per * math.prod(shape)
@@ -129,6 +144,13 @@ OPS: dict[str, Op] = {op.name: op for op in (
        words=lambda l, c: "batchnorm" if l.affine else "batchnorm (no affine)", shape=_bn_shape,
        module=_torch("BatchNorm2d", lambda l, c: c, lambda l, c: 1e-5, lambda l, c: 0.1, lambda l, c: l.affine),
        quiet=("affine",)),
+    # One conv applied `times` times, C -> C at the same size, each use followed by ReLU and its own
+    # BatchNorm: depth that costs only the norms (the public 1,936-parameter net reuses one separable conv 3x).
+    Op("shared", {"times": None, "k": 3, "sep": True, "bias": True, "affine": True},
+       token=lambda l: f"sh{l.times}x{l.k}" + ("s" if l.sep else "") + _no_bias(l) + ("" if l.affine else "na"),
+       words=lambda l, c: f"{'separable ' if l.sep else ''}conv {l.k}x{l.k} {c}->{c} (pad {l.k // 2}) shared "
+       f"{l.times}x, each + relu + batchnorm" + ("" if l.affine else " (no affine)") + ("" if l.bias else " (no bias)"),
+       shape=_shared_shape, module=_shared_module),
     Op("dropout", {"p": None}, token=lambda l: f"d{l.p:g}", words=lambda l, c: f"dropout {l.p:g}", shape=_free,
        module=_torch("Dropout", lambda l, c: l.p), needs_map=False),  # element-wise
     Op("dropout2d", {"p": None}, token=lambda l: f"dd{l.p:g}", words=lambda l, c: f"dropout2d {l.p:g}", shape=_free,

@@ -11,8 +11,9 @@ from nas.arch.checks import check_keys, is_int, is_number
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 MAX_BATCH, MAX_EPOCHS = 4096, 1000
-SCHEDULES = ("none", "step", "multistep", "onecycle", "cosine")
-QUIET = ("scale",)
+SCHEDULES = ("none", "step", "multistep", "onecycle", "cosine", "piecewise")
+INITS = ("default", "xavier")
+QUIET = ("scale", "crop", "init")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Recipe:
     rotation: float = 0.0  # random rotation, +- degrees
     translate: float = 0.0  # random translation, +- fraction of the image side
     scale: float = 0.0  # random zoom, +- fraction (0.1: a factor in [0.9, 1.1])
+    crop: float = 0.0  # random resized crop: 0.15 keeps a random 85-100 % of the image's area, resized back
+    init: str = "default"  # "xavier": Xavier-uniform conv and linear weights, zero biases
     label_smoothing: float = 0.0
     epochs: int = 19
 
@@ -57,6 +60,8 @@ class Recipe:
             (is_number(self.rotation) and 0 <= self.rotation <= 180, f"rotation must be in [0, 180] degrees, got {self.rotation!r}"),
             (is_number(self.translate) and 0 <= self.translate <= 0.5, f"translate must be in [0, 0.5], got {self.translate!r}"),
             (is_number(self.scale) and 0 <= self.scale <= 0.5, f"scale must be in [0, 0.5], got {self.scale!r}"),
+            (is_number(self.crop) and 0 <= self.crop <= 0.9, f"crop must be in [0, 0.9], got {self.crop!r}"),
+            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
              f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}"),
             (is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS,
@@ -68,8 +73,8 @@ class Recipe:
 
     def compressed(self, epochs: int) -> Recipe:
         """The same recipe run for ``epochs`` epochs with its whole schedule squeezed (or stretched)
-        into them ("Budgeted Training", Li et al., ICLR 2020): one-cycle and cosine already span
-        the run; step sizes and milestones scale with it and may become fractions of an epoch
+        into them ("Budgeted Training", Li et al., ICLR 2020): one-cycle, cosine and piecewise already
+        span the run; step sizes and milestones scale with it and may become fractions of an epoch
         (the trainer steps these schedules per batch)."""
         if epochs == self.epochs:
             return self

@@ -16,7 +16,7 @@ from nas.arch.checks import check_keys, is_int, is_number
 from nas.arch.ops import OPS
 
 # Limits checked before anything is built or allocated: far above any network of this tool.
-MAX_CHANNELS, MAX_KERNEL, MAX_SIZE, MAX_LAYERS = 4096, 31, 1024, 500
+MAX_CHANNELS, MAX_KERNEL, MAX_SIZE, MAX_LAYERS, MAX_TIMES = 4096, 31, 1024, 500, 16
 ALL_FIELDS = tuple(dict.fromkeys(f for op in OPS.values() for f in op.fields))
 
 
@@ -33,6 +33,8 @@ class Layer:
     p: float | None = None
     slope: float | None = None
     affine: bool | None = None
+    times: int | None = None
+    sep: bool | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -59,6 +61,10 @@ class Layer:
             raise ValueError(f"{self.op}: padding must be an integer from 0 to {MAX_KERNEL // 2}, got {self.pad!r}")
         if self.bias is not None and not isinstance(self.bias, bool):
             raise ValueError(f"{self.op}: bias must be true or false, got {self.bias!r}")
+        if self.times is not None and (not is_int(self.times) or not 1 <= self.times <= MAX_TIMES):
+            raise ValueError(f"{self.op}: times must be an integer from 1 to {MAX_TIMES}, got {self.times!r}")
+        if self.sep is not None and not isinstance(self.sep, bool):
+            raise ValueError(f"{self.op}: sep must be true or false, got {self.sep!r}")
         if self.affine is not None and not isinstance(self.affine, bool):
             raise ValueError(f"{self.op}: affine must be true or false, got {self.affine!r}")
         if self.p is not None and not (is_number(self.p) and 0 <= self.p < 1):

@@ -23,7 +23,7 @@ from torch import nn
 from nas.engine.augment import normalize, random_affine, to_unit
 from nas.engine.data import DataInfo, Splits
 from nas.engine.device import eval_batch, prepare_device, resolve_precision
-from nas.engine.optim import make_optimizer, make_scheduler
+from nas.engine.optim import init_weights, make_optimizer, make_scheduler
 from nas.arch import ArchSpec, Recipe
 from nas.arch.builder import build_model
 
@@ -95,14 +95,14 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Reci
     ``precision`` bf16 or fp16 runs the forward pass in autocast (fp16 with ``scaler``'s loss scaling)."""
     model.train()
     device = images.device
-    augment = recipe.rotation > 0 or recipe.translate > 0 or recipe.scale > 0
+    augment = recipe.rotation > 0 or recipe.translate > 0 or recipe.scale > 0 or recipe.crop > 0
     order = torch.randperm(len(labels), device=device, generator=generator)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(labels), recipe.batch_size):
         idx = order[start:start + recipe.batch_size]
         x = to_unit(images[idx])
         if augment:
-            x = random_affine(x, recipe.rotation, recipe.translate, generator, recipe.scale)
+            x = random_affine(x, recipe.rotation, recipe.translate, generator, recipe.scale, recipe.crop)
         x = normalize(x, info.mean, info.std).contiguous(memory_format=torch.channels_last)
         y = labels[idx]
         with torch.autocast(device.type, dtype=AUTOCAST.get(precision, torch.float32), enabled=precision in AUTOCAST):
@@ -150,7 +150,9 @@ def train(arch: ArchSpec, recipe: Recipe, data: Splits, device: torch.device | s
     data = data.to(device)  # no copy when already there
     torch.manual_seed(seed)  # weights and dropout masks
     generator = torch.Generator(device).manual_seed(seed)  # order and augmentation
-    model = build_model(arch).to(device, memory_format=torch.channels_last)
+    model = build_model(arch)
+    init_weights(model, recipe)
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     steps = math.ceil(len(data.train_labels) / recipe.batch_size)
     scheduler, per_batch = make_scheduler(optimizer, recipe, steps)

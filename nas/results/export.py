@@ -285,14 +285,20 @@ def onnx_latency(path: Path, image: Any) -> dict[str, Any]:
 
 
 def cpu_name() -> str:
-    """The CPU's model name, as figures should record it."""
+    """The CPU's model name and its widest vector instructions, as figures should record them (one
+    model name covers machines with and without AVX-512)."""
     import platform
 
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    widest = next((words for flag, words in (("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                   if flag in flags), None)
+    return f"{name}, {widest}" if widest else name
 
 
 def load_model(path: str | Path) -> tuple[Net, dict[str, Any]]:

@@ -158,7 +158,7 @@ def _arch_params(layers: tuple[Layer, ...]) -> dict[str, Any]:
 def _recipe_params(recipe: Any) -> dict[str, Any]:
     p: dict[str, Any] = {"optimizer": recipe.optimizer, "weight_decay": recipe.weight_decay,
                          "batch_size": recipe.batch_size, "schedule": recipe.schedule, "rotation": recipe.rotation,
-                         "translate": recipe.translate, "scale": recipe.scale,
+                         "translate": recipe.translate, "scale": recipe.scale, "crop": recipe.crop, "init": recipe.init,
                          "label_smoothing": recipe.label_smoothing}
     if recipe.optimizer == "sgd":
         p.update(lr_sgd=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)

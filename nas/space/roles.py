@@ -44,7 +44,7 @@ RECIPE_ROLES: dict[str, str] = {
     "nesterov": "SGD Nesterov momentum",
     "weight_decay": "weight decay",
     "batch_size": "batch size",
-    "schedule": "none, step, multistep, onecycle or cosine",
+    "schedule": "none, step, multistep, onecycle, cosine or piecewise",
     "step_size": "epochs between decays (step)",
     "gamma": "decay factor (step, multistep)",
     "milestone_1": "first decay epoch (multistep)",
@@ -52,6 +52,8 @@ RECIPE_ROLES: dict[str, str] = {
     "rotation": "random rotation, +- degrees",
     "translate": "random translation, +- fraction of the image side",
     "scale": "random zoom, +- fraction (0.1: a factor in [0.9, 1.1])",
+    "crop": "random resized crop: 0.15 keeps a random 85-100 % of the image's area",
+    "init": "starting weights: default (PyTorch's) or xavier",
     "label_smoothing": "label smoothing",
     "epochs": "training epochs (nas-search --epochs overrides)",
 }
@@ -64,7 +66,8 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
     "head": ("gap_linear", "gap_conv1x1", "conv1x1_gap", "conv3x3_gap"),
     "padding": (0, 1),
     "optimizer": ("sgd", "adam", "adamw"),
-    "schedule": ("none", "step", "multistep", "onecycle", "cosine"),
+    "schedule": ("none", "step", "multistep", "onecycle", "cosine", "piecewise"),
+    "init": ("default", "xavier"),
 }
 # What each numeric or yes/no role takes (the named ones are in ALLOWED_VALUES).
 ROLE_KINDS: dict[str, str] = {
@@ -74,10 +77,10 @@ ROLE_KINDS: dict[str, str] = {
                      "transition_dropout", "transition_bias", "pool_bn", "pool_dropout", "head_pool", "head_bias",
                      "nesterov", "separable", "bn_affine"), "bool"),
     **dict.fromkeys(("leaky_slope", "dropout_rate", "lr_sgd", "lr_adam", "momentum", "weight_decay", "step_size",
-                     "gamma", "rotation", "translate", "scale", "label_smoothing"), "number"),
+                     "gamma", "rotation", "translate", "scale", "crop", "label_smoothing"), "number"),
 }
 # Roles added after space files were written: a file that leaves one out gets this fixed value.
-OPTIONAL_ROLES: dict[str, Any] = {"separable": False, "bn_affine": True, "scale": 0.0}
+OPTIONAL_ROLES: dict[str, Any] = {"separable": False, "bn_affine": True, "scale": 0.0, "crop": 0.0, "init": "default"}
 
 
 class NoAliasLoader(yaml.SafeLoader):

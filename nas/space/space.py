@@ -252,7 +252,8 @@ class SearchSpace:
         elif fields["schedule"] == "multistep":
             fields.update(milestones=(ask("milestone_1"), ask("milestone_2")), gamma=ask("gamma"))
         fields.update(rotation=float(ask("rotation")), translate=float(ask("translate")), scale=float(ask("scale")),
-                      label_smoothing=float(ask("label_smoothing")), epochs=ask("epochs"))
+                      crop=float(ask("crop")), init=ask("init"), label_smoothing=float(ask("label_smoothing")),
+                      epochs=ask("epochs"))
         return Recipe(**fields)
 
     def reference(self, name: str) -> Candidate:
