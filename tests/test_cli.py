@@ -136,9 +136,12 @@ def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_cop
     assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in exported)
 
 
-def test_a_refused_times_suggestion_replaces_epochs_and_subset_whole():
+def test_a_refused_times_suggestion_replaces_epochs_subset_and_study_whole(tmp_path):
     from nas.cli.search import fitting_command
+    from nas.search.settings import SearchConfig
 
-    given = ["--minutes", "3", "--epochs", "15", "--threads", "1", "--subset=20000", "--data-dir", "my data"]
-    assert fitting_command(given, 2, 5000) == ("nas-search --minutes 3 --threads 1 --data-dir 'my data' "
-                                               "--epochs 2 --subset 5000")
+    given = ["--minutes", "3", "--epochs", "15", "--threads", "1", "--subset=20000", "--study", "first", "--data-dir",
+             "my data"]
+    config = SearchConfig(storage=f"sqlite:///{tmp_path}/s.db", study="first")
+    assert fitting_command(given, config, 2, 5000) == ("nas-search --minutes 3 --threads 1 --data-dir 'my data' "
+                                                       "--study first-2ep-5k --epochs 2 --subset 5000")

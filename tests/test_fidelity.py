@@ -124,3 +124,35 @@ def test_ranked_orders_by_validation_accuracy_once_per_candidate():
     order = [t.number for t in ranked(study.trials)]
     assert order == [6, 2, 0]  # best first; ties by number; b once (its best); no duplicate, diverged, rejected
     assert not math.isnan(study.trials[0].value)
+
+
+def test_a_refused_time_fits_the_full_fidelity_fewer_epochs_first_then_fewer_images():
+    from nas.cli.search import fitting_fidelity
+    from nas.search.plan import TimeTooShort
+
+    # the default full fidelity, 15 epochs on 50,000 images
+    assert fitting_fidelity(TimeTooShort(300, 1000, 15, 50_000)) == (2, 50_000)  # 15 x 0.15 x 0.9 = 2.0 epochs
+    assert fitting_fidelity(TimeTooShort(300, 10_000, 15, 50_000)) == (1, 10_000)  # a fifth of one epoch
+    assert fitting_fidelity(TimeTooShort(300, 200_000, 15, 50_000)) is None  # under 5,000 images: only time helps
+    assert fitting_fidelity(TimeTooShort(30, 60, 4, 8000)) == (1, 7200)  # 4 x 8,000 x 0.25 x 0.9, in hundreds
+    assert fitting_fidelity(TimeTooShort(30, 40, 4, 1200)) == (1, 1200)  # a small set: epochs first
+    assert fitting_fidelity(TimeTooShort(30, 60, 4, 1200)) == (1, 1000)  # then images, down to half of it
+
+
+def test_a_time_too_short_for_the_full_fidelity_searches_at_one_that_fits_in_a_study_of_its_own(tmp_path):
+    import subprocess
+
+    from conftest import command, write_mnist
+
+    data = write_mnist(tmp_path / "data", n_train=6000, n_test=300)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    argv = [command("nas-search"), "--timeout", "20", "--holdout", "500", "--threads", "1", "--storage", storage,
+            "--data-dir", str(data)]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if "cannot hold one candidate" in line)
+    name = line.split("in study ")[1].strip("'")
+    assert name.startswith("mnist_20k-") and "ep-" in name, line
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage) if s.study_name == "mnist_20k"] == []

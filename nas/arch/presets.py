@@ -1,9 +1,10 @@
-"""The networks shipped as spec files in ``nas/presets/``: the five reference networks users build by
+"""The networks shipped as spec files in ``nas/arch/presets/``: the five reference networks users build by
 hand (``ref-*``) and the networks this tool's searches found (``found-*``). A preset file may say how
 it was made (``notes``) and what it measured (``measured``: final-epoch test accuracy over seeds)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nas.arch.candidate import Candidate, load_spec_file
@@ -12,7 +13,9 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+    """In natural order: found-2k, found-4k, found-8k, found-20k, then the references by size."""
+    return sorted((p.stem for p in PRESETS_DIR.glob("*.json")),
+                  key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)])
 
 
 def preset_path(name: str) -> Path:

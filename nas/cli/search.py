@@ -68,20 +68,70 @@ def too_short(args: argparse.Namespace, words: list[str], config: Any, e: Any) -
     if load > cores:
         line += f"; the machine is busy (load {load:.1f} on {cores} cores), which inflates that estimate"
     line += f"; ask for --{name} {needed:g} or more"
-    settings = config.new_settings()
-    share = 0.9 * e.fitting_share()  # a margin: the screening rungs do not shrink with the full fidelity
-    images = max(MIN_IMAGES, int(settings.train_images * share) // 1000 * 1000)
-    epochs = settings.epochs if images > MIN_IMAGES else int(settings.epochs * settings.train_images * share / images)
-    if epochs < 1:  # even one epoch on the fewest images would not fit: only more time helps
+    fitted = fitting_fidelity(e)
+    if fitted is None:  # even one epoch on the fewest images would not fit: only more time helps
         return line
-    return f"{line}, or fit the time with fewer epochs and images (a new study): {fitting_command(words, epochs, images)}"
+    return f"{line}, or fit the time with fewer epochs and images: {fitting_command(words, config, *fitted)}"
 
 
-def fitting_command(words: list[str], epochs: int, images: int) -> str:
-    """The command given (``words``) with its --epochs and --subset, as one word or two, replaced."""
-    kept = [a for i, a in enumerate(words) if not a.startswith(("--epochs", "--subset"))
-            and not (i and words[i - 1] in ("--epochs", "--subset"))]
-    return " ".join(quote(a) for a in ["nas-search", *kept, "--epochs", str(epochs), "--subset", str(images)])
+def fitting_fidelity(e: Any) -> tuple[int, int] | None:
+    """The largest full fidelity (epochs, training images) the time that ``e`` refused could hold: fewer
+    epochs first, then fewer images (one epoch on at least MIN_IMAGES, or half a smaller set's); None if
+    none fits."""
+    # a margin of 10 %: the screening rungs do not shrink with the full fidelity
+    held = e.epochs * e.images * 0.9 * e.fitting_share()  # epochs x images
+    if held >= e.images:
+        return int(held // e.images), e.images
+    step = 1000 if e.images >= 10_000 else 100
+    images = int(held) // step * step
+    return (1, images) if images >= min(MIN_IMAGES, e.images // 2) else None
+
+
+def fitted_study(config: Any, epochs: int, images: int) -> str:
+    """A study of its own for a fitted fidelity, named after the one asked for and the fidelity, so it
+    never meets a study made at another."""
+    from nas.search.opening import read_search
+
+    return f"{read_search(config).name}-{epochs}ep-" + (f"{images // 1000}k" if images % 1000 == 0 else f"{images}img")
+
+
+def fitting_command(words: list[str], config: Any, epochs: int, images: int) -> str:
+    """The command given (``words``) with its --study, --epochs and --subset, as one word or two, replaced."""
+    flags = ("--epochs", "--subset", "--study")
+    kept = [a for i, a in enumerate(words) if not a.startswith(flags) and not (i and words[i - 1] in flags)]
+    return " ".join(quote(a) for a in ["nas-search", *kept, "--study", fitted_study(config, epochs, images),
+                                       "--epochs", str(epochs), "--subset", str(images)])
+
+
+def search_in_time(args: argparse.Namespace, words: list[str], config: Any, **hooks: Any) -> tuple[Any, Any]:
+    """The search, and the config it ran with. Where the time asked cannot hold one full-fidelity
+    candidate and the fidelity was left to the tool (no --epochs or --subset), it runs at the largest
+    that fits (``fitting_fidelity``) in a study of its own, said in one line; else the refusal says
+    what would fit."""
+    from dataclasses import replace
+
+    from nas.search.plan import TimeTooShort
+    from nas.search.run import run_search
+
+    asked = config
+    for _ in range(3):  # the fitted run measures again, and may need a little less
+        try:
+            return run_search(config, command=command_line(words), **hooks), config
+        except TimeTooShort as e:
+            if time_flag(args) is None:
+                raise
+            chosen = args.epochs is not None or args.subset is not None
+            fitted = None if chosen else fitting_fidelity(e)
+            if fitted is None:
+                raise ValueError(too_short(args, words, asked, e)) from None
+            epochs, images = fitted
+            name = fitted_study(asked, epochs, images)
+            flag, value, _ = time_flag(args)
+            print(f"--{flag} {value:g} cannot hold one candidate at the full fidelity ({e.need:,.0f} s measured): "
+                  f"searching at {epochs} epoch{'s' * (epochs > 1)} x {images:,} images instead, in study {name!r}",
+                  flush=True)
+            config = replace(asked, study=name, settings={**asked.settings, "epochs": epochs, "subset": images})
+    raise ValueError(too_short(args, words, asked, e))
 
 
 def config_of(args: argparse.Namespace) -> Any:
@@ -148,9 +198,6 @@ def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
 
 def search_main(args: argparse.Namespace, words: list[str]) -> int:
     """The search; ``words``: the command line as given, for the run record and the messages that repeat it."""
-    from nas.search.plan import TimeTooShort
-    from nas.search.run import run_search
-
     if args.top < 0:
         raise ValueError(f"--top must be at least 0, got {args.top}")
     config = config_of(args)
@@ -162,11 +209,7 @@ def search_main(args: argparse.Namespace, words: list[str]) -> int:
         reporter.planned = {r.index: r.keep for r in search.rungs} | {0: config.stop_on_trials}
 
     try:
-        summary = run_search(config, reporter=reporter, on_start=on_start, command=command_line(words))
-    except TimeTooShort as e:
-        if time_flag(args) is None:
-            raise
-        raise ValueError(too_short(args, words, config, e)) from None
+        summary, config = search_in_time(args, words, config, reporter=reporter, on_start=on_start)
     finally:
         reporter.close()
     print_counts(summary)

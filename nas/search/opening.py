@@ -90,6 +90,8 @@ def read_search(config: SearchConfig) -> Opened:
 
 
 def _show(value: Any) -> str:
+    if value is None:  # an unset subset or budget list: what it means, not Python's None
+        return "unset (the default)"
     return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 

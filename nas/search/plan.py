@@ -113,7 +113,7 @@ def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: 
     if len(rungs) == 1:  # one fidelity: the time must hold at least one candidate of it
         need = rung_seconds(rungs[0], [estimate], val_images, 1)
         if need >= timeout:
-            raise TimeTooShort(timeout, need)
+            raise TimeTooShort(timeout, need, rungs[-1].epochs, rungs[-1].images)
         return rungs
     finalists = rungs[-1].keep or 1
     ratio = [(r.keep or 0) / finalists for r in rungs]
@@ -123,16 +123,16 @@ def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: 
         if need <= (1 - screening_share) * timeout:
             return trial
     if need >= timeout:
-        raise TimeTooShort(timeout, need)
+        raise TimeTooShort(timeout, need, rungs[-1].epochs, rungs[-1].images)
     return trial  # one finalist, less screening
 
 
 class TimeTooShort(SettingError):
-    """The time asked cannot hold one full-fidelity candidate; ``needed``: what would (seconds, half of
-    it screening), measured on this machine as it is now."""
+    """The time asked cannot hold one full-fidelity candidate of ``epochs`` x ``images``; ``needed``: what
+    would (seconds, half of it screening), measured on this machine as it is now."""
 
-    def __init__(self, timeout: float, need: float) -> None:
-        self.timeout, self.need = timeout, need
+    def __init__(self, timeout: float, need: float, epochs: int, images: int) -> None:
+        self.timeout, self.need, self.epochs, self.images = timeout, need, epochs, images
         self.needed = math.ceil(need * 1.5 / 60) * 60
         super().__init__("timeout", f"{timeout:,.0f} s cannot hold even one full-fidelity candidate: promoting and "
                          f"training it takes about {need:,.0f} s on this machine (measured); ask for at least "
