@@ -25,15 +25,28 @@ TINY = {"nas-search": ["--trials", "3", "--epochs", "1", "--subset", "400", "--h
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"}
 
 
+ACTIVATE = Path(command("nas-search")).parent / "activate"  # the venv's, as the set-up line sources it
+
+
 def tour() -> list[list[str]]:
     text = README.read_text()
     block = re.search(r"<!-- tour.*?-->\s*```bash\n(.*?)```", text, re.S).group(1)
     return [shlex.split(line) for line in block.splitlines() if line.strip()]
 
 
+def pasted(argv) -> list[str]:
+    """The command as a user pastes it into a shell where the README's set-up line activated the venv:
+    a command the venv does not put on the PATH fails here as it would there."""
+    return ["bash", "-c", f". {shlex.quote(str(ACTIVATE))} && exec {shlex.join(argv)}"]
+
+
+def test_the_set_up_line_activates_the_venv_the_tour_relies_on():
+    set_up = re.search(r"## Set up and search\s*```bash\n(.*?)\n```", README.read_text(), re.S).group(1)
+    assert ". .venv/bin/activate && pip install -e ." in set_up and "&& nas-search " in set_up
+
+
 def run(argv, cwd, ok=True):
-    proc = subprocess.run([command(argv[0]), *argv[1:]], capture_output=True, text=True, cwd=cwd, env=ENV,
-                          timeout=600)
+    proc = subprocess.run(pasted(argv), capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600)
     if ok:
         assert proc.returncode == 0, (argv, proc.stderr)
     return proc
@@ -43,7 +56,7 @@ def dashboard_answers(argv, cwd) -> bool:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([command(argv[0]), *argv[1:], "--port", str(port)], cwd=cwd, env=ENV,
+    server = subprocess.Popen(pasted([*argv, "--port", str(port)]), cwd=cwd, env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(60):
