@@ -19,10 +19,10 @@ def test_a_24x24_five_class_data_set_searches_trains_and_exports(tmp_path):
     data = write_mnist(tmp_path / "shapes", n_train=700, n_test=200, size=24, classes=5)
     storage = f"sqlite:///{tmp_path}/s.db"
     common = ["--storage", storage, "--study", "shapes", "--data-dir", str(data), "--device", "cpu"]
-    out = run("nas-search", *common, "--trials", "3", "--epochs", "1", "--rungs", "none", "--holdout", "100",
-              "--seed", "1")
+    out = run("nas-search", *common, "--trials", "3", "--epochs", "1", "--rungs", "none", "--seed", "1")
     assert "this run: trained 3" in out  # no reference: they are MNIST networks
-    assert "1 ep x 600 img" in out  # planned at the data's own size (700 - 100 held out), not MNIST's
+    assert "validation 116 held out" in out  # the default holdout scales: a sixth of 700, not MNIST's 10,000
+    assert "1 ep x 584 img" in out  # planned at the data's own size (700 - 116 held out), not MNIST's
     trained = json.loads(run("nas-train", *common, "--trial", "best", "--epochs", "1", "--json"))
     assert len(trained["test_acc"]) == 1 and 0 <= trained["test_acc"][0] <= 1
     run("nas-export", *common, "--no-retrain", "--out", str(tmp_path / "model"))

@@ -188,10 +188,15 @@ def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.stora
     return new
 
 
-def load_data(config: SearchConfig, settings: StudySettings) -> Splits:
-    """The search's data split (seeded, the same for every run and machine), on the run's device."""
-    data = make_splits(load_dataset(config.data_dir, verify=config.verify_data), settings.holdout, settings.subset, seed=0)
-    return data.to(resolve_device(config.device))
+def load_data(config: SearchConfig, settings: StudySettings, new: bool = False) -> tuple[Splits, StudySettings]:
+    """The search's data split (seeded, the same for every run and machine), on the run's device, and the
+    settings it was split with: a ``new`` study that was not asked for a holdout holds out a share of
+    the set it has (:meth:`StudySettings.sized_for`)."""
+    dataset = load_dataset(config.data_dir, verify=config.verify_data)
+    if new and "holdout" not in config.settings:
+        settings = settings.sized_for(len(dataset.train_labels))
+    data = make_splits(dataset, settings.holdout, settings.subset, seed=0)
+    return data.to(resolve_device(config.device)), settings
 
 
 def attach(config: SearchConfig, opened: Opened, run_id: str, worker: int, trials_before: int,
@@ -208,7 +213,7 @@ def attach(config: SearchConfig, opened: Opened, run_id: str, worker: int, trial
             optuna.samplers.RandomSampler(seed=config.seed + worker)  # higher rungs only run queued trials
         studies.append(optuna.load_study(study_name=rung.study_name, storage=storage, sampler=sampler,
                                          pruner=make_pruner(pruner, rung.epochs) if rung.final else None))
-    data = data if data is not None else load_data(config, opened.settings)
+    data = data if data is not None else load_data(config, opened.settings)[0]
     return Search(config, opened.name, opened.settings, opened.space, storage, rungs, studies, data, str(device),
                   run_id)
 

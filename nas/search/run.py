@@ -127,9 +127,9 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
     config.pruner_for(opened.settings)  # a pruner the rungs cannot take fails before anything is written
     device = resolve_device(config.device)  # and so does a wrong device
     resolve_precision(config.precision, "cpu")
-    data = load_data(config, opened.settings)  # and so do bad data files
+    data, settings = load_data(config, opened.settings, new=not opened.exists)  # and so do bad data files
     if not opened.exists:  # a new study's rungs fit the data it has: none repeats the next on a small set
-        opened = replace(opened, settings=opened.settings.fitted(len(data.train_labels), "rungs" in config.settings))
+        opened = replace(opened, settings=settings.fitted(len(data.train_labels), "rungs" in config.settings))
     opened.space.check_size(data.info.size)  # and a space whose pools do not fit the images
     inputs = {"search space": Path(opened.space.path) if opened.space.path else None, **data_files(config.data_dir)}
     check_run_paths(config.storage, config.artifacts, inputs)  # and outputs that cannot be written
