@@ -31,3 +31,19 @@ def test_a_24x24_five_class_data_set_searches_trains_and_exports(tmp_path):
     assert metrics["output"]["tensor"] == "float32, shape (N, 5)" and metrics["input"]["data"] == "shapes"
     spec = json.loads((tmp_path / "model" / "spec.json").read_text())
     assert (spec["arch"]["in_size"], spec["arch"]["classes"]) == (24, 5)
+
+
+def test_an_8x8_set_cuts_the_space_to_fit_and_scales_its_defaults(tmp_path):
+    # 1,500 images of 8x8: MNIST's holdout (10,000) and three stages of max-pools do not fit it
+    data = write_mnist(tmp_path / "tiny8", n_train=1500, n_test=200, size=8)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    out = run("nas-search", "--storage", storage, "--trials", "4", "--epochs", "1", "--seed", "0",
+              "--data-dir", str(data))
+    assert "space mnist_20k cut to fit 8x8 images: head_pool false, stages 2" in out
+    assert "validation 250 held out" in out and "this run: trained" in out and "failed 0" in out
+    rungs = [line for line in out.splitlines() if line.strip().startswith("rung ")]
+    labels = [line.split("(")[1].split(",")[1] for line in rungs if "(" in line]
+    assert len(labels) == len(set(labels))  # no rung repeats another
+    trained = json.loads(run("nas-train", "--storage", storage, "--trial", "best", "--epochs", "1", "--json",
+                             "--data-dir", str(data)))
+    assert 0 <= trained["test_acc"][0] <= 1

@@ -45,6 +45,7 @@ class Opened:
     space: SearchSpace
     space_text: str
     exists: bool  # the main study is there with its settings
+    notes: tuple[str, ...] = ()  # what the run adapted to its data (a space cut to the images' size)
 
 
 def read_search(config: SearchConfig) -> Opened:

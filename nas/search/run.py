@@ -101,7 +101,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
         search = attach(config, opened, run_id, 0, trials_before, storage, data)
         search.rungs, search.band_estimates = rungs, estimate.bands
         search.notes = ([f"known networks queued first: {', '.join(n for n, _ in known.queue + known.earlier)}"]
-                        if new and known.queue + known.earlier else []) + known.notes
+                        if new and known.queue + known.earlier else []) + known.notes + list(opened.notes)
         if config.jobs > 1:  # the workers train; the main process only watches: no copy of the data on a GPU
             search.data = search.data.to("cpu")
             if torch.cuda.is_available():
@@ -130,7 +130,10 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
     data, settings = load_data(config, opened.settings, new=not opened.exists)  # and so do bad data files
     if not opened.exists:  # a new study's rungs fit the data it has: none repeats the next on a small set
         opened = replace(opened, settings=settings.fitted(len(data.train_labels), "rungs" in config.settings))
-    opened.space.check_size(data.info.size)  # and a space whose pools do not fit the images
+    space, cuts = opened.space.fitted_to(data.info.size)  # a family cut to the images' size, or refused
+    size = data.info.size
+    opened = replace(opened, space=space, notes=(f"space {space.name} cut to fit {size}x{size} images: "
+                                                 f"{', '.join(cuts)}",) if cuts else ())
     inputs = {"search space": Path(opened.space.path) if opened.space.path else None, **data_files(config.data_dir)}
     check_run_paths(config.storage, config.artifacts, inputs)  # and outputs that cannot be written
     if device.type == "cpu":

@@ -96,6 +96,27 @@ class _Transitions:
         return pool + one_by_one if self.order == "pool_conv" else one_by_one + pool
 
 
+def _narrowed(entry: Entry, drop: Any) -> Entry | None:
+    """``entry`` without the values ``drop`` picks (None: without its largest), a single value left fixed;
+    None where nothing would be left."""
+    if isinstance(entry, IntDistribution):
+        high = entry.high - entry.step
+        return None if high < entry.low else (entry.low if high == entry.low else
+                                               IntDistribution(entry.low, high, log=entry.log, step=entry.step))
+    values = values_of(entry)
+    kept = [v for v in values if not drop(v)] if drop else sorted(values)[:-1]
+    if not kept or len(kept) == len(values):
+        return None
+    return kept[0] if len(kept) == 1 else CategoricalDistribution(kept)
+
+
+def _shown(entry: Entry) -> str:
+    if isinstance(entry, IntDistribution):
+        return f"{entry.low}-{entry.high}"
+    values = values_of(entry)
+    return str(values[0]).lower() if len(values) == 1 else "/".join(map(str, values))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
@@ -164,15 +185,35 @@ class SearchSpace:
                 raise ValueError(f"{role} must be at least 1")
         self.check_size(IN_SIZE)
 
-    def check_size(self, size: int) -> None:
-        """Every network of the family fits a ``size`` x ``size`` image (its max-pools and head)."""
+    def _deepest(self) -> tuple[int, int]:
+        """The most max-pools a network of the family has, and the map size its head needs after them."""
         a = self.arch
         max_pools = max(values_of(a["stages"])) - 1 + int(True in values_of(a["head_pool"]))
-        head_need = 3 if "conv3x3_gap" in values_of(a["head"]) else 1
+        return max_pools, 3 if "conv3x3_gap" in values_of(a["head"]) else 1
+
+    def check_size(self, size: int) -> None:
+        """Every network of the family fits a ``size`` x ``size`` image (its max-pools and head)."""
+        max_pools, head_need = self._deepest()
         if size < head_need * 2**max_pools:
-            raise ValueError(f"search space {self.name}: up to {max_pools} max-pools"
+            where = f" ({self.path})" if self.path else ""
+            raise ValueError(f"search space {self.name}{where}: up to {max_pools} max-pools"
                              f"{' and a 3x3 head' if head_need == 3 else ''} do not fit a {size}x{size} image; "
                              "allow fewer stages")
+
+    def fitted_to(self, size: int) -> tuple[SearchSpace, list[str]]:
+        """The space cut to what fits a ``size`` x ``size`` image, and what was cut: first the max-pool
+        before the head, then the most stages, one at a time, then the 3x3-conv head, until every network
+        of the family fits. A space that cannot fit even so is refused (``check_size``)."""
+        space, cuts = self, []
+        for role, drop in (("head_pool", lambda v: v is True), ("stages", None), ("head", lambda v: v == "conv3x3_gap")):
+            while size < (need := space._deepest())[1] * 2 ** need[0]:
+                entry = _narrowed(space.arch[role], drop)
+                if entry is None:
+                    break
+                space = replace(space, arch={**space.arch, role: entry})
+                cuts.append(f"{role} {_shown(entry)}")
+        space.check_size(size)
+        return space, cuts
 
     def sample(self, trial: optuna.trial.BaseTrial, shape: tuple[int, int, int] = (1, 28, 10)) -> Candidate:
         """Sample one candidate (architecture and recipe) by asking ``trial`` for each choice."""
