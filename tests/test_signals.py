@@ -70,6 +70,11 @@ def test_a_signal_ends_the_run_cleanly_and_the_same_command_resumes(real_mnist_d
     time.sleep(0.5)
     assert not [w for w in workers if alive(w)]  # no worker outlives its parent
     assert running(db) == 0
+    from nas.results.query import best_trials
+
+    winner = best_trials(optuna.load_study(study_name="sig", storage=f"sqlite:///{db}"))
+    assert ("nas-export --storage" in out) == bool(winner)  # next: only commands that run
+    assert bool(winner) or "(resumes the search: no full-fidelity winner yet" in out
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     study = optuna.load_study(study_name="sig", storage=f"sqlite:///{db}")

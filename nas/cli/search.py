@@ -215,7 +215,7 @@ def search_main(args: argparse.Namespace, words: list[str]) -> int:
     print_counts(summary)
     print_results(summary, args.top)
     take_away(args, config, summary)
-    print_next(config, summary)
+    print_next(config, summary, words)
     if summary.signal is not None:
         print(f"interrupted ({summary.stopped}): the running trials were queued again; the same command resumes",
               file=sys.stderr)
@@ -338,7 +338,10 @@ def print_results(summary: Any, top: int) -> None:
               f"weight decay {rc.weight_decay:g}")
 
 
-def print_next(config: Any, summary: Any) -> None:
+def print_next(config: Any, summary: Any, words: list[str]) -> None:
+    """The commands that open, report, export and retrain the study; export and retrain only where it has
+    a full-fidelity winner (else they would be refused), the search's own command where it has none."""
+    from nas.results.query import best_trials
     from nas.search.artifacts import artifact_dir
 
     shown = redacted(config.storage)
@@ -347,8 +350,11 @@ def print_next(config: Any, summary: Any) -> None:
     print("\nnext:")
     print(f"  optuna-dashboard {shown} --artifact-dir {quote(str(artifact_dir(config.storage, config.artifacts)))}")
     print(f"  nas-report --storage {shown} --study {study} --out report.html")
-    print(f"  nas-export --storage {shown} --study {study} --out best{data}")
-    print(f"  nas-train --storage {shown} --study {study} --trial best --seeds 0,1,2{data}")
+    if best_trials(summary.study):
+        print(f"  nas-export --storage {shown} --study {study} --out best{data}")
+        print(f"  nas-train --storage {shown} --study {study} --trial best --seeds 0,1,2{data}")
+    else:
+        print(f"  {command_line(words)}    (resumes the search: no full-fidelity winner yet to export or retrain)")
 
 
 def command_line(argv: list[str]) -> str:
