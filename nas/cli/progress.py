@@ -62,6 +62,11 @@ class CliReporter:
         while not self._stop.wait(STATUS_SECONDS):
             print(self.status(), flush=True)
 
+    def start(self, planned: dict[int, int | None], best: dict[int, float]) -> None:
+        """The plan's candidates per rung (None: as many as the time holds) and the best validation
+        accuracy each rung of the study has reached so far, this run's or earlier ones'."""
+        self.planned, self.best = planned, dict(best)
+
     def _switch(self, rung) -> None:
         if rung.index != self.rung:
             self.rung = rung.index

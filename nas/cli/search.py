@@ -170,6 +170,19 @@ def config_of(args: argparse.Namespace) -> Any:
                         warm_start=args.warm_start, snapshot=args.snapshot)
 
 
+def best_so_far(search: Any) -> dict[int, float]:
+    """Each rung's best validation accuracy in the study so far, from this run's and earlier runs' trials."""
+    from nas.search.record import TrialRecord
+
+    best = {}
+    for index, study in enumerate(search.studies):
+        accs = [r.val_acc for r in map(TrialRecord.of, study.get_trials(deepcopy=False))
+                if r.outcome == "complete" and r.val_acc is not None]
+        if accs:
+            best[index] = max(accs)
+    return best
+
+
 def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
     """The run's first lines: which study, its settings, the device and the plan."""
     from nas.engine.device import resolve_precision
@@ -206,7 +219,7 @@ def search_main(args: argparse.Namespace, words: list[str]) -> int:
 
     def on_start(search, new, estimate) -> None:
         print_header(config, search, new, estimate)
-        reporter.planned = {r.index: r.keep for r in search.rungs} | {0: config.stop_on_trials}
+        reporter.start({r.index: r.keep for r in search.rungs} | {0: config.stop_on_trials}, best_so_far(search))
 
     try:
         summary, config = search_in_time(args, words, config, reporter=reporter, on_start=on_start)
