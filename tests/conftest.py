@@ -80,7 +80,7 @@ def command(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
-SPACES = Path(__file__).resolve().parents[1] / "nas" / "space" / "spaces"
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 REPO_SPACE = SPACES / "mnist_20k.yaml"
 SPACE_FILES = sorted(SPACES.glob("*.yaml"))
 

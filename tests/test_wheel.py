@@ -41,3 +41,11 @@ def test_a_wheel_in_a_fresh_venv_runs_without_the_repository(tmp_path):
     presets = subprocess.run([str(fresh / "bin" / "nas-show"), "--list", "--json"], capture_output=True, text=True,
                              cwd=elsewhere, timeout=300)
     assert len(json.loads(presets.stdout)) >= 5
+
+
+def test_the_space_files_have_one_source_at_the_top_of_the_repository():
+    from nas.space.space import SPACES_DIR, shipped_spaces
+
+    assert SPACES_DIR.resolve() == (REPO / "search_spaces").resolve()  # the editable install reads them there
+    assert {"mnist_20k", "mnist_front"} <= set(shipped_spaces())
+    assert not (REPO / "nas" / "space" / "spaces").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.resources import files
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from nas.arch import (ArchSpec, Candidate, Layer, Recipe, bn, conv, dropout, dwc
 from nas.space.roles import ARCH_ROLES, OPTIONAL_ROLES, RECIPE_ROLES, Entry, NoAliasLoader, parse_entry, values_of
 from nas.system import check_nesting, read_text_file
 
-SPACES_DIR = Path(__file__).parent / "spaces"  # the space files shipped in the package
+# The space files shipped in the package: search_spaces/ at the top of the repository, installed as nas.space.spaces.
+SPACES_DIR = Path(str(files("nas.space.spaces")))
 DEFAULT_SPACE = "mnist_20k"
 
 IN_SIZE = 28  # a file is checked against MNIST's size when it loads, and against the data's when a search opens
