@@ -5,7 +5,7 @@ import yaml
 from nas.arch.builder import plan
 from nas.arch.presets import load_preset
 from nas.space.audit import audit
-from nas.space.space import SearchSpace
+from nas.space.space import SearchSpace, space_file
 
 from conftest import REPO_SPACE, SPACE_FILES
 
@@ -127,3 +127,15 @@ def test_a_space_is_found_by_its_shipped_name_or_by_its_path(tmp_path):
     mine = tmp_path / "mnist_20k"  # a file of that name where the user stands wins over the shipped one
     mine.write_text(REPO_SPACE.read_text())
     assert space_file(str(mine)) == mine and space_file(str(tmp_path / "x.yaml")) == tmp_path / "x.yaml"
+
+
+def test_the_front_space_offers_the_shared_conv_and_reads_it_back():
+    from pathlib import Path
+
+    from nas.arch import load_spec_file
+    from nas.space.inverse import Inexpressible, params_of
+
+    spec = load_spec_file(Path(__file__).resolve().parents[1] / "docs" / "reference" / "found-2k-shared3.json")
+    assert params_of(SearchSpace.from_file(space_file("mnist_front")), spec)["shared"] == 3  # layer for layer
+    with pytest.raises(Inexpressible):  # the default space has no shared conv (nor 18-channel convs)
+        params_of(SearchSpace.from_file(space_file("mnist_20k")), spec)

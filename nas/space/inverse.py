@@ -119,6 +119,9 @@ def _arch_params(layers: tuple[Layer, ...]) -> dict[str, Any]:
     p["head_pool"] = body[-1][0][0].op == "maxpool" and not body[-1][1]
     if p["head_pool"]:
         body = body[:-1]
+    p["shared"] = body[-1][0][0].times if body[-1][0][0].op == "shared" and not body[-1][1] else 0
+    if p["shared"]:
+        body = body[:-1]
     blocks: list[list[tuple[list[Layer], list[Layer]]]] = []
     between = True  # after a transition (or before the first block): the next conv starts a block
     for convs, tail in body:

@@ -35,6 +35,7 @@ ARCH_ROLES: dict[str, str] = {
     "head_bias": "bias on the head's conv or linear layer",
     "separable": "conv j of block i as a depthwise 3x3 and a 1x1 conv (s{i}_c{j}_sep); never the first conv",
     "bn_affine": "BatchNorm with its scale and shift (2 parameters per channel), or without",
+    "shared": "uses of one separable 3x3 conv with shared weights after the last block (0: none)",
 }
 RECIPE_ROLES: dict[str, str] = {
     "optimizer": "sgd, adam or adamw",
@@ -72,7 +73,7 @@ ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
 # What each numeric or yes/no role takes (the named ones are in ALLOWED_VALUES).
 ROLE_KINDS: dict[str, str] = {
     **dict.fromkeys(("stages", "convs", "channels", "transition_channels", "batch_size", "milestone_1", "milestone_2",
-                     "epochs"), "int"),
+                     "epochs", "shared"), "int"),
     **dict.fromkeys(("batchnorm", "conv_dropout", "conv_bias", "transition_act", "transition_bn",
                      "transition_dropout", "transition_bias", "pool_bn", "pool_dropout", "head_pool", "head_bias",
                      "nesterov", "separable", "bn_affine"), "bool"),
@@ -80,7 +81,8 @@ ROLE_KINDS: dict[str, str] = {
                      "gamma", "rotation", "translate", "scale", "crop", "label_smoothing"), "number"),
 }
 # Roles added after space files were written: a file that leaves one out gets this fixed value.
-OPTIONAL_ROLES: dict[str, Any] = {"separable": False, "bn_affine": True, "scale": 0.0, "crop": 0.0, "init": "default"}
+OPTIONAL_ROLES: dict[str, Any] = {"separable": False, "bn_affine": True, "scale": 0.0, "crop": 0.0, "init": "default",
+                                  "shared": 0}
 
 
 class NoAliasLoader(yaml.SafeLoader):

@@ -37,10 +37,11 @@ MAX_SPACE_BYTES = 200_000
 
 
 class _Completing(optuna.trial.FixedTrial):
-    """A FixedTrial that answers a per-position optional role it was not given with the role's default."""
+    """A FixedTrial that answers an optional role it was not given (one per network, or per position)
+    with the role's default."""
 
     def suggest_categorical(self, name: str, choices: Any) -> Any:  # type: ignore[override]
-        role = {"sep": "separable"}.get(name.rsplit("_", 1)[-1])
+        role = name if name in OPTIONAL_ROLES else {"sep": "separable"}.get(name.rsplit("_", 1)[-1])
         if name not in self._params and role in OPTIONAL_ROLES:
             self._params[name] = OPTIONAL_ROLES[role]
         return super().suggest_categorical(name, choices)
@@ -249,6 +250,9 @@ class SearchSpace:
             if transitions is not None and i < n_stages:
                 layers += transitions.layers(ask, style, i)
                 size //= 2
+        uses = ask("shared")
+        if uses:  # depth at the cost of one conv: its weights shared by every use (docs/method.md)
+            layers.append(Layer("shared", times=uses, k=3, sep=True, bias=style.conv_bias, affine=style.bn_affine))
         if head_pool:
             layers.append(maxpool())
         head_bias = ask("head_bias")
