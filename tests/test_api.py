@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import nas
+
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
 
 API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 

@@ -16,6 +16,8 @@ from nas.search.dashboard import FIGURE_ID, pareto_front, trial_note
 from nas.search.record import TrialRecord
 from nas.search.run import run_search
 
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
+
 
 @pytest.fixture
 def search(tiny_mnist_dir, tmp_path):

@@ -15,6 +15,8 @@ from optuna.trial import TrialState
 
 from conftest import command
 
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
+
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"}
 

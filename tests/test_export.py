@@ -20,7 +20,7 @@ from nas.arch.presets import load_preset
 from nas.arch.candidate import Candidate
 
 
-pytestmark = pytest.mark.xdist_group("export")  # its tests share one module fixture: build it once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]  # its tests share one module fixture: build it once
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from nas.search.settings import SearchConfig, StudySettings
 BUDGETS = (1_500, 20_000)
 
 
-pytestmark = pytest.mark.xdist_group("front")  # its tests share one module fixture: build it once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("front")]  # its tests share one module fixture: build it once
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from conftest import PG_PASSWORD as PASSWORD, command
 
 from nas.search.record import TrialRecord
 
-pytestmark = pytest.mark.xdist_group("postgresql")  # one test process uses the server at a time
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgresql")]  # one test process uses the server at a time
 
 
 def test_three_machines_share_one_study_on_postgresql(pg_url, real_mnist_dir, tmp_path):

@@ -4,7 +4,11 @@ train and export through the commands, the shapes and normalization taken from t
 import json
 import subprocess
 
+import pytest
+
 from conftest import command, write_mnist
+
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"}
 

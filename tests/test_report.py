@@ -13,7 +13,7 @@ from nas.results.query import open_study
 from nas.search.run import run_search
 
 
-pytestmark = pytest.mark.xdist_group("report")  # its tests share one module fixture: build it once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]  # its tests share one module fixture: build it once
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from nas.results.query import best_trials, find_trial, open_study, rung_studies,
 from nas.search.run import run_search
 
 
-pytestmark = pytest.mark.xdist_group("results")  # its tests share one module fixture: build it once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results")]  # its tests share one module fixture: build it once
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from nas.search.opening import read_search
 from nas.search.run import run_search
 from nas.search.storage import make_storage
 
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
+
 REFERENCES = ["ref-19970", "ref-10066", "ref-19712", "ref-19750", "ref-18520"]
 KNOWN = [*REFERENCES, "found-20k"]  # and the best shipped preset under the default budget
 ONE_RUNG = dict(epochs=2, rungs=(), holdout=200, subset=300)

@@ -9,7 +9,7 @@ import sqlalchemy
 
 from nas.cli import export, report, search, train
 
-pytestmark = pytest.mark.xdist_group("postgresql")  # one test process uses the server at a time
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgresql")]  # one test process uses the server at a time
 
 SECRET = "Pw-7k3y-s3cr3t"
 

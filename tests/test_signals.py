@@ -14,6 +14,8 @@ import pytest
 
 from conftest import command
 
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
+
 
 def running(db):
     try:

@@ -15,7 +15,7 @@ from nas.search.run import run_search
 from nas.search.settings import SearchConfig
 from nas.search.storage import StorageError
 
-pytestmark = pytest.mark.xdist_group("snapshot")  # one module fixture: build it once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("snapshot")]  # one module fixture: build it once
 
 
 def config_for(folder, data, **kw):

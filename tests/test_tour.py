@@ -14,8 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 
 from conftest import command
+
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TINY = {"nas-search": ["--trials", "3", "--epochs", "1", "--subset", "400", "--holdout", "500", "--rungs", "1x100",

@@ -16,7 +16,7 @@ from nas.space.inverse import Inexpressible, params_of
 from nas.space.space import SearchSpace, space_file
 
 BUDGETS = (2_000, 4_000, 8_000, 20_000)
-pytestmark = pytest.mark.xdist_group("warm")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("warm")]
 
 
 def config_for(tmp, **kw):

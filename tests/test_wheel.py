@@ -8,6 +8,10 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,8 @@ from nas.search.opening import attach, create_or_finish, read_search
 from nas.search.storage import make_storage, storage_lock
 from nas.search.worker import current_bracket, Worker
 
+pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
+
 
 @pytest.fixture
 def search(tiny_mnist_dir, tmp_path):
