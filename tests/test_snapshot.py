@@ -11,7 +11,7 @@ import pytest
 from conftest import command
 from nas.results.query import open_study
 from nas.search.record import TrialRecord, candidate_of
-from nas.search.run import run_search
+from nas.search.run import run_search, runs_of
 from nas.search.settings import SearchConfig
 from nas.search.storage import StorageError
 
@@ -57,7 +57,9 @@ def test_a_snapshot_restores_the_whole_study_and_the_same_command_resumes_it(shi
     assert not summary.new_study and len(open_study(f"sqlite:///{clone}/s.db", "s").get_trials()) == len(trials) + 2
     assert (clone / "s.db.gz").read_bytes() != before
     (clone / "s.db").unlink()
-    assert len(open_study(f"sqlite:///{clone}/s.db", "s").get_trials()) == len(trials) + 2
+    restored = open_study(f"sqlite:///{clone}/s.db", "s")
+    assert len(restored.get_trials()) == len(trials) + 2
+    assert [r["run"] for r in runs_of(restored)][-1] == summary.run_id  # written at the run's end, with its record
 
 
 def test_a_damaged_snapshot_is_one_line_and_left_as_it_is(tmp_path):

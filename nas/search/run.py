@@ -176,6 +176,9 @@ def work(config: SearchConfig, opened: Opened, search: Search, trials_before: in
                         "trials": config.trials, "jobs": config.jobs,
                         "threads": worker_threads(config.jobs, config.threads) * config.jobs, "seed": config.seed,
                         "device": search.device, "trained": counts["trained"]})
+    database = kept_snapshot(config.storage, config.snapshot)
+    if database is not None:  # at the run's end, however it ended (a signal too), with its record
+        write_snapshot(database)
     return SearchSummary(opened.name, redact(config.storage), new, search.run_id, stopped, time.time() - start, counts,
                          per_rung, elsewhere, opened.settings.multi_objective, signum, search.studies[-1])
 
