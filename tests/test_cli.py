@@ -137,7 +137,7 @@ def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_cop
 
 
 def test_a_refused_times_suggestion_replaces_epochs_subset_and_study_whole(tmp_path):
-    from nas.cli.search import fitting_command
+    from nas.cli.timing import fitting_command
     from nas.search.settings import SearchConfig
 
     given = ["--minutes", "3", "--epochs", "15", "--threads", "1", "--subset=20000", "--study", "first", "--data-dir",

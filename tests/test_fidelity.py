@@ -127,7 +127,7 @@ def test_ranked_orders_by_validation_accuracy_once_per_candidate():
 
 
 def test_a_refused_time_fits_the_full_fidelity_fewer_epochs_first_then_fewer_images():
-    from nas.cli.search import fitting_fidelity
+    from nas.cli.timing import fitting_fidelity
     from nas.search.plan import TimeTooShort
 
     # the default full fidelity, 15 epochs on 50,000 images
