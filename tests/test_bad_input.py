@@ -162,7 +162,8 @@ CASES = [
     ("nas-search --hours 0", "--hours must be between 0 and 720"),
     ("nas-search --timeout 5 --hours 1", "give one of --timeout SECONDS, --minutes M or --hours H, not"),
     ("nas-search --minutes 0", "--minutes must be between 0 and 43,200"),
-    ("nas-search --minutes 0.2 --storage sqlite:///{w}/short.db --data-dir {mnist}",
+    # --epochs fixes the fidelity: a time flag alone is fitted with a smaller one where the machine allows
+    ("nas-search --minutes 0.2 --epochs 19 --storage sqlite:///{w}/short.db --data-dir {mnist}",
      "--minutes 0.2 cannot hold even one full-fidelity candidate"),
     ("nas-search --top -1", "--top must be at least 0"),
     ("nas-search --study ''", "--study: must be a non-empty printable name"),
@@ -240,7 +241,7 @@ CASES = [
     ("nas-train --preset ref-10066 --data-dir {w}/no-test", "holds no images (shape (0, 28, 28)); both splits need"),
     ("nas-search --storage sqlite:///{w}/new.db --data-dir {w}/no-test", "holds no images"),
     ("nas-train --preset ref-10066 --data-dir {w}/zero-size", "its images are 1-channel 0x0"),
-    ("nas-search --minutes 0.01 --rungs none --storage sqlite:///{w}/short.db --data-dir {mnist}",
+    ("nas-search --minutes 0.01 --epochs 19 --rungs none --storage sqlite:///{w}/short.db --data-dir {mnist}",
      "--minutes 0.01 cannot hold even one full-fidelity candidate"),
     ("nas-search --budgets 150,20000 --storage sqlite:///{w}/budget.db --data-dir {mnist}",
      "--budgets: none of 300 random candidates of space mnist_20k has fewer than 150"),
