@@ -21,8 +21,8 @@ from pathlib import Path
 import optuna
 
 from nas.results.query import best_under, open_study, rung_studies, settings_of
-from nas.search.record import TrialRecord
-from nas.search.run import runs_of
+from nas.store.record import TrialRecord
+from nas.store.study import runs_of
 
 
 def screened(study: optuna.Study, high: int) -> int:

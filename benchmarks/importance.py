@@ -30,7 +30,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from nas.results.query import open_study, rung_studies
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.search.rungs import bucket_of
 
 PER_POSITION = {"ch": "channels", "pad": "padding", "bn": "batchnorm", "drop": "conv_dropout", "sep": "separable"}

@@ -21,7 +21,7 @@ import optuna
 import pandas as pd
 
 from nas.search.settings import SearchConfig
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.search.run import run_search
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 
 from nas.results.query import usable_trials
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.search.rungs import bucket_of
 from nas.search.run import run_search
 from nas.search.settings import SearchConfig

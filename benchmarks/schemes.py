@@ -16,7 +16,7 @@ import argparse
 import optuna
 import pandas as pd
 
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.results.query import best_trials, rung_studies
 
 

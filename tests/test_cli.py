@@ -106,15 +106,15 @@ def test_bench_needs_data_dir():
 def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_copied(tmp_path, real_mnist_dir):
     import optuna
 
-    from nas.search.artifacts import artifact_dir, load_weights
+    from nas.store.artifacts import artifact_dir, load_weights
     from nas.search.settings import SearchConfig
-    from nas.search.record import TrialRecord
+    from nas.store.record import TrialRecord
     from nas.space.space import space_file
     from nas.search.opening import create_or_finish, read_search
     from nas.search.run import run_search
     from nas.space.space import SearchSpace
-    from nas.search.storage import make_storage
-    from nas.search.study import enqueue
+    from nas.store.storage import make_storage
+    from nas.store.study import enqueue
 
     storage = f"sqlite:///{tmp_path}/d.db"
     config = SearchConfig(storage=storage, study="d", trials=2, device="cpu", seed=0, verify_data=False,
@@ -132,7 +132,7 @@ def test_export_no_retrain_of_a_duplicate_writes_the_weights_of_the_trial_it_cop
               "--out", str(tmp_path / "dup"), "--data-dir", str(real_mnist_dir)).stdout
     assert f"trial {copy.number} of 'd'" in out and "not retrained" in out
     exported = torch.load(tmp_path / "dup" / "model.pt", weights_only=False)["state_dict"]
-    original = load_weights(first, study._storage, artifact_dir(storage))
+    original = load_weights(first, study, artifact_dir(storage))
     assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in exported)
 
 

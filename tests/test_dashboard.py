@@ -12,8 +12,8 @@ import pytest
 
 from conftest import command
 from nas.search.settings import SearchConfig
-from nas.search.dashboard import FIGURE_ID, pareto_front, trial_note
-from nas.search.record import TrialRecord
+from nas.store.dashboard import FIGURE_ID, pareto_front, trial_note
+from nas.store.record import TrialRecord
 from nas.search.run import run_search
 
 pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
@@ -85,10 +85,10 @@ def test_the_dashboard_shows_notes_attributes_feasibility_and_the_figure(search)
 def test_a_note_says_why_a_trial_was_promoted_and_retrained(search):
     study = optuna.load_study(study_name="t", storage=search.storage)
     trial = next(t for t in study.trials if TrialRecord.of(t).outcome == "complete")
-    from nas.search.record import set_finished_trial_user_attr, write_retrain
+    from nas.store.record import update_record, write_retrain
 
-    set_finished_trial_user_attr(study._storage, trial._trial_id, "promoted_to", 7)
-    write_retrain(study._storage, trial._trial_id, [0, 1], [0.995, 0.996], 15)
+    update_record(study, trial, promoted_to=7)
+    write_retrain(study, trial, [0, 1], [0.995, 0.996], 15)
     fresh = optuna.load_study(study_name="t", storage=search.storage).trials[trial.number]
     note = trial_note(fresh)
     assert "**Promoted** to the next rung as its trial 7" in note

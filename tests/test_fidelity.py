@@ -9,7 +9,8 @@ from nas.errors import SettingError
 from nas.search.settings import StudySettings
 from nas.search.plan import fit_rungs, plan_lines, Rates, reserve_seconds, rung_seconds, screening_fits
 from nas.search.rungs import check_rungs, parse_fidelity, parse_rungs, ranked
-from nas.search.record import KEY_ATTR, TrialRecord
+from nas.store.keys import KEY_ATTR
+from nas.store.record import TrialRecord
 
 
 def test_rungs_parse_and_must_grow_in_cost():

@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 from nas.errors import SettingError
 from nas.results.front import front_rows, public_results, write_front_csv
 from nas.results.query import find_trial, open_study, usable_trials, winners_by_budget
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.search.rungs import bucket_of
 from nas.search.run import run_search
 from nas.search.settings import SearchConfig, StudySettings

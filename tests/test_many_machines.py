@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PG_PASSWORD as PASSWORD, command
 
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgresql")]  # one test process uses the server at a time
 

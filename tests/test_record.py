@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from nas.arch.presets import load_preset
-from nas.search.record import candidate_of, key_of, set_finished_trial_user_attr, TrialRecord, write_candidate, write_retrain
+from nas.store.record import candidate_of, key_of, TrialRecord, update_record, write_candidate, write_retrain
 
 
 def test_a_record_round_trips_through_a_trial_and_keeps_attributes_short(tmp_path):
@@ -35,9 +35,12 @@ def test_a_finished_trial_gets_attributes_optuna_itself_refuses(tmp_path):
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError):  # what Optuna does for finished trials
         study._storage.set_trial_user_attr(trial._trial_id, "x", 1)
-    set_finished_trial_user_attr(study._storage, trial._trial_id, "promoted_to", 4)
-    write_retrain(study._storage, trial._trial_id, [0, 1, 2], [0.995, 0.996, 0.997], 15)
-    write_retrain(study._storage, trial._trial_id, [0, 1], [0.99, 0.98], 15)  # a second retraining replaces
+    done = study.trials[0]
+    update_record(study, done, promoted_to=4)
+    write_retrain(study, done, [0, 1, 2], [0.995, 0.996, 0.997], 15)
+    write_retrain(study, done, [0, 1], [0.99, 0.98], 15)  # a second retraining replaces
+    with pytest.raises(ValueError, match="not fields of a trial record"):  # one name per stored key
+        update_record(study, done, promoted=4)
     fresh = optuna.load_study(study_name="s", storage=url).trials[0]
     r = TrialRecord.of(fresh)
     assert r.promoted_to == 4 and r.retrain_seeds == [0, 1] and r.retrain_test_acc == [0.99, 0.98]

@@ -4,7 +4,7 @@ import pytest
 
 from nas.errors import SettingError
 from nas.search.settings import SearchConfig
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.results.query import best_trials, find_trial, open_study, rung_studies, trials_table
 from nas.search.run import run_search
 

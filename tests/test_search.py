@@ -8,15 +8,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import study as study_module
+from nas.store import study as study_module
 from nas.errors import SettingError
 from nas.search.settings import SearchConfig
 from nas.engine.data import DataError
-from nas.search.record import candidate_of, key_of, TrialRecord
+from nas.store.record import candidate_of, key_of, TrialRecord
 from nas.results.query import best_trials, trials_table
 from nas.search.opening import read_search
 from nas.search.run import run_search
-from nas.search.storage import make_storage
+from nas.store.storage import make_storage
 
 pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
 
@@ -124,7 +124,7 @@ def test_a_duplicate_candidate_reuses_the_earlier_result(config):
     from nas.space.space import SearchSpace
     from nas.space.space import space_file
     from nas.search.opening import create_or_finish
-    from nas.search.study import enqueue
+    from nas.store.study import enqueue
 
     cfg = replace(config, settings={**ONE_RUNG, "references": False})
     create_or_finish(cfg, read_search(cfg), make_storage(cfg.storage))
@@ -211,7 +211,7 @@ def test_a_dead_workers_trial_is_retried_by_the_next_run(config, monkeypatch):
     from nas.search.opening import create_or_finish
     from nas.space.space import SearchSpace
     from nas.space.space import space_file
-    from nas.search.study import enqueue
+    from nas.store.study import enqueue
 
     create_or_finish(cfg, read_search(cfg), make_storage(cfg.storage))
     space = SearchSpace.from_file(space_file())
@@ -253,7 +253,7 @@ def test_ctrl_c_queues_the_running_trial_again_and_the_same_command_resumes(conf
 
 
 def test_a_half_made_study_is_finished_by_the_next_run(config):
-    from nas.search.study import ensure_study
+    from nas.store.study import ensure_study
 
     storage = make_storage(config.storage)
     ensure_study(storage, "t", ["maximize"])  # the first run died right after creating the study

@@ -10,10 +10,11 @@ import pytest
 
 from conftest import command
 from nas.results.query import open_study
-from nas.search.record import TrialRecord, candidate_of
-from nas.search.run import run_search, runs_of
+from nas.store.record import TrialRecord
+from nas.search.run import run_search
+from nas.store.study import runs_of
 from nas.search.settings import SearchConfig
-from nas.search.storage import StorageError
+from nas.store.urls import StorageError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("snapshot")]  # one module fixture: build it once
 

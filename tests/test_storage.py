@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from nas.errors import SettingError
-from nas.search.storage import (database_state, make_storage, redact, redact_text, secrets_of, sqlite_path,
-                                storage_lock)
+from nas.store.storage import database_state, make_storage, storage_lock
+from nas.store.urls import redact, redact_text, secrets_of, sqlite_path
 
 SECRET = "s3cret-Pw"
 # Every form SQLAlchemy accepts a password in: the userinfo (also percent-encoded), a query parameter,
@@ -187,7 +187,7 @@ def test_a_raw_at_in_a_password_is_hidden_whole_and_refused(password):
 def test_only_a_lock_every_user_sees_lets_a_beatless_trial_count_as_dead():
     """retry_stale_trials requeues a trial without a beat at once only where storage_lock is shared by
     every worker (a live worker holds it from ask to its first beat); elsewhere it waits STALE_SECONDS."""
-    from nas.search.storage import shares_a_lock
+    from nas.store.storage import shares_a_lock
 
     assert shares_a_lock("sqlite:///s.db") and shares_a_lock("postgresql+psycopg2://u@h/db")
     assert shares_a_lock("mysql://u@h/db")

@@ -10,17 +10,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import study as study_module
-from nas.search.record import TrialRecord
-from nas.search.storage import make_storage, storage_lock
-from nas.search.study import beat, BEAT_ATTR, enqueue, heartbeat, is_stale, requeue, retry_stale_trials
+from nas.store import study as study_module
+from nas.store.record import TrialRecord
+from nas.store.storage import make_storage, storage_lock
+from nas.store.keys import BEAT_ATTR
+from nas.store.study import beat, enqueue, heartbeat, is_stale, requeue, retry_stale_trials
 
 
 def test_stale_trials_are_noticed_by_heartbeat_age_or_a_dead_worker(tmp_path, monkeypatch):
     monkeypatch.setattr(study_module, "STALE_SECONDS", 1.0)
     study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path}/s.db"))
     fresh = study.ask()
-    beat(study._storage, fresh._trial_id)
+    beat(fresh)
     assert not is_stale(study._storage.get_trial(fresh._trial_id))
     # a worker of this host that has exited: stale at once, whatever the beat's age
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -39,8 +40,8 @@ def test_the_heartbeat_writes_progress_while_the_body_runs(tmp_path, monkeypatch
     monkeypatch.setattr(study_module, "HEARTBEAT_SECONDS", 0.1)
     study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path}/s.db"))
     trial = study.ask()
-    with heartbeat(study._storage, trial._trial_id) as progress:
-        progress.update(epoch=3, of=15)
+    with heartbeat(trial) as progress:
+        progress(3, 15)
         time.sleep(0.4)
     b = study._storage.get_trial(trial._trial_id).system_attrs[BEAT_ATTR]
     assert b["epoch"] == 3 and b["of"] == 15 and b["pid"] == os.getpid() and time.time() - b["t"] < 1
@@ -117,7 +118,7 @@ def test_a_live_worker_between_ask_and_its_first_beat_is_left_alone(tmp_path):
             trial = study.ask()
             asked.set()
             time.sleep(0.3)  # another process looks now
-            beat(study._storage, trial._trial_id)
+            beat(trial)
 
     thread = threading.Thread(target=worker)
     thread.start()

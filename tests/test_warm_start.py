@@ -7,11 +7,11 @@ import pytest
 from nas.arch.presets import load_preset, preset_names
 from nas.results.query import open_study
 from nas.search.opening import known_networks, read_search
-from nas.search.record import TrialRecord, candidate_of, key_of
+from nas.store.record import TrialRecord, candidate_of
 from nas.search.rungs import bucket_of, ranked_by_bucket
 from nas.search.run import run_search
 from nas.search.settings import SearchConfig
-from nas.search.storage import make_storage
+from nas.store.storage import make_storage
 from nas.space.inverse import Inexpressible, params_of
 from nas.space.space import SearchSpace, space_file
 

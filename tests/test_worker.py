@@ -4,9 +4,9 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.search.settings import SearchConfig
-from nas.search.record import candidate_of, TrialRecord
+from nas.store.record import candidate_of, key_of, TrialRecord
 from nas.search.opening import attach, create_or_finish, read_search
-from nas.search.storage import make_storage, storage_lock
+from nas.store.storage import make_storage, storage_lock
 from nas.search.worker import current_bracket, Worker
 
 pytestmark = pytest.mark.slow  # end to end: left out of the fast loop (pytest -m "not slow")
@@ -54,7 +54,7 @@ def test_an_over_budget_candidate_is_rejected_without_training(search, monkeypat
 
 
 def test_every_trained_trials_weights_are_kept_as_an_artifact(search):
-    from nas.search.artifacts import artifact_dir, load_weights
+    from nas.store.artifacts import artifact_dir, load_weights
     from nas.arch.builder import build_model
 
     worker = Worker(search)
@@ -65,13 +65,13 @@ def test_every_trained_trials_weights_are_kept_as_an_artifact(search):
     screened = [t for t in search.studies[0].get_trials() if t.state.is_finished()]
     assert len(screened) == 2
     for trial in [frozen, *screened]:  # the final rung's and the screened ones
-        state = load_weights(trial, search.storage, artifact_dir(search.config.storage))
+        state = load_weights(trial, search.studies[0], artifact_dir(search.config.storage))
         build_model(candidate_of(trial).arch).load_state_dict(state)  # the trial's own network's weights
     search.settings = type(search.settings)(**{**search.settings.__dict__, "budget": 15_000})
     rejected = worker.runner.run(search.rungs[0], worker.ask(search.rungs[0]), worker.bracket)  # over budget: never trained
     assert TrialRecord.of(rejected).outcome == "rejected"
     with pytest.raises(ValueError, match="has no stored weights"):
-        load_weights(rejected, search.storage, artifact_dir(search.config.storage))
+        load_weights(rejected, search.studies[0], artifact_dir(search.config.storage))
 
 
 def test_a_run_that_arrives_after_the_rounds_screening_screens_a_round_of_its_own(search):
@@ -127,7 +127,7 @@ def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search
     rates = worker.final_rates(top)
     assert len(rates[0]) == search.final.keep == 2 and probes == ["fp32", "bf16"] * 2
     for (trial, screening), final in zip(top[0], rates[0]):
-        ratio = worker._final_ratio[trial._trial_id]
+        ratio = worker._final_ratio[key_of(trial)]
         assert ratio > 0 and final == screening.scaled(ratio)
     worker.final_rates(top)
     assert len(probes) == 4  # each candidate is probed once

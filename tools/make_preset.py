@@ -20,10 +20,10 @@ import datetime
 from pathlib import Path
 
 from nas.arch.presets import PRESETS_DIR
-from nas.search.record import candidate_of, TrialRecord
+from nas.store.record import candidate_of, TrialRecord
 from nas.results.report import trials_csv
 from nas.results.query import best_trials, find_trial, open_study
-from nas.search.run import runs_of
+from nas.store.study import runs_of
 
 COLUMNS = ["study", "rung", "number", "state", "user_attrs_outcome", "user_attrs_val_acc", "user_attrs_test_acc",
            "user_attrs_params", "user_attrs_flops", "user_attrs_epochs", "user_attrs_seconds", "user_attrs_seed",

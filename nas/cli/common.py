@@ -157,6 +157,6 @@ def quote(text: str) -> str:
 
 
 def redacted(url: str) -> str:
-    from nas.search.storage import redact
+    from nas.store.urls import redact
 
     return redact(url)

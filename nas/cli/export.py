@@ -11,9 +11,6 @@ from typing import Any
 from nas.cli.common import (Parser, add_candidate_args, add_device_args, check_epochs, check_seed, entry_point,
                             load_candidate, run_cli)
 
-TRAINED = ("complete", "duplicate", "diverged", "pruned")
-
-
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -41,8 +38,8 @@ class Source:
 
 
 def pick_source(args: argparse.Namespace) -> Source:
-    from nas.search.record import TrialRecord, candidate_of
-    from nas.search.storage import redact
+    from nas.store.record import WITH_RESULT, TrialRecord, candidate_of
+    from nas.store.urls import redact
 
     if args.preset or args.spec:
         if args.budget is not None:
@@ -55,7 +52,7 @@ def pick_source(args: argparse.Namespace) -> Source:
     study = open_study(args.storage, args.study)
     trial = find_trial(study, args.trial, args.budget)
     record = TrialRecord.of(trial)
-    if record.outcome not in TRAINED:
+    if record.outcome not in WITH_RESULT:
         raise ValueError(f"trial {trial.number} of {study.study_name!r} is {record.outcome}, not trained; "
                          "pick a trained trial (--trial N) or leave --trial out for the best")
     candidate = retrain_candidate(study, trial) if not args.no_retrain else candidate_of(trial)
@@ -68,8 +65,8 @@ def stored_weights(args: argparse.Namespace, source: Source, data: Any) -> tuple
     """The trial's own weights from the search's artifact store, scored on the test set."""
     from nas.arch.builder import count_params
     from nas.results.export import stored_model
-    from nas.search.artifacts import artifact_dir
-    from nas.search.record import TrialRecord
+    from nas.store.artifacts import artifact_dir
+    from nas.store.record import TrialRecord
 
     r = TrialRecord.of(source.trial)
     model, trained = stored_model(source.study, source.trial, artifact_dir(args.storage, args.artifacts), data)
@@ -114,7 +111,7 @@ def check_export_paths(args: argparse.Namespace, out: Path) -> None:
     """The folder written is none of the files read, nor the search's database or artifact store."""
     from nas.engine.data import data_files
     from nas.outputs import check_outputs
-    from nas.search.artifacts import stores
+    from nas.store.artifacts import stores
 
     inputs = {"spec file": Path(args.spec) if args.spec else None, **data_files(args.data_dir)}
     check_outputs({"out": out}, inputs, stores(args.storage, args.artifacts))
@@ -123,8 +120,8 @@ def check_export_paths(args: argparse.Namespace, out: Path) -> None:
 def export_main(args: argparse.Namespace) -> int:
     from nas.engine.data import load_dataset, make_splits
     from nas.results.export import LATENCY_RUNS, PARITY_IMAGES, check_destination, export_folder
-    from nas.search.record import TrialRecord
-    from nas.search.storage import redact
+    from nas.store.record import TrialRecord
+    from nas.store.urls import redact
     from nas.arch.builder import count_flops, count_params
 
     out = Path(args.out)
@@ -168,9 +165,9 @@ def export_winner(study: Any, trial: Any, out: Path, storage: str, artifacts: st
     """A trial's own weights as model files (what ``nas-search --export`` leaves); returns its test accuracy."""
     from nas.arch.builder import count_flops, count_params
     from nas.results.export import PARITY_IMAGES, export_folder, stored_model
-    from nas.search.artifacts import artifact_dir
-    from nas.search.record import TrialRecord, candidate_of
-    from nas.search.storage import redact
+    from nas.store.artifacts import artifact_dir
+    from nas.store.record import TrialRecord, candidate_of
+    from nas.store.urls import redact
 
     r = TrialRecord.of(trial)
     candidate = replace(candidate_of(trial), name=f"{study.study_name}-trial{trial.number}")

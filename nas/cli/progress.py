@@ -16,7 +16,7 @@ def pct(value: float | None) -> str:
 
 
 def trial_line(rung, t) -> str:
-    from nas.search.record import TrialRecord
+    from nas.store.record import TrialRecord
 
     r = TrialRecord.of(t)
     head = f"r{rung.index} #{t.number:<4d}"
@@ -89,7 +89,7 @@ class CliReporter:
         self._postfix()
 
     def trial_finished(self, rung, t) -> None:
-        from nas.search.record import TrialRecord
+        from nas.store.record import TrialRecord
 
         self._switch(rung)
         self.running.pop(t.number, None)

@@ -15,9 +15,9 @@ def report_main(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
     from nas.outputs import check_outputs
-    from nas.search.artifacts import stores
-    from nas.search.snapshot import write_snapshot
-    from nas.search.storage import sqlite_path
+    from nas.store.artifacts import stores
+    from nas.store.snapshot import write_snapshot
+    from nas.store.urls import sqlite_path
 
     out, csv = Path(args.out), Path(args.csv) if args.csv else None
     front = Path(args.front_csv) if args.front_csv else None

@@ -71,7 +71,7 @@ def config_of(args: argparse.Namespace) -> Any:
 
 def best_so_far(search: Any) -> dict[int, float]:
     """Each rung's best validation accuracy in the study so far, from this run's and earlier runs' trials."""
-    from nas.search.record import TrialRecord
+    from nas.store.record import TrialRecord
 
     best = {}
     for index, study in enumerate(search.studies):
@@ -165,7 +165,7 @@ def check_take_away(args: argparse.Namespace, config: Any) -> None:
     from nas.outputs import check_outputs
     from nas.results.export import check_destination
     from nas.results.report import check_report_paths
-    from nas.search.artifacts import stores
+    from nas.store.artifacts import stores
 
     outputs = {"report": Path(args.report) if args.report else None, "export": Path(args.export) if args.export else None}
     check_outputs(outputs, data_files(config.data_dir), stores(config.storage, config.artifacts))
@@ -217,7 +217,7 @@ def print_counts(summary: Any) -> None:
 def print_results(summary: Any, top: int) -> None:
     """The top full-fidelity trials and the winner (or the Pareto front)."""
     from nas.results.query import best_trials, candidate_of, settings_of, trials_table, winners_by_budget
-    from nas.search.record import TrialRecord
+    from nas.store.record import TrialRecord
 
     study = summary.study
     table = trials_table(study)
@@ -255,7 +255,7 @@ def print_next(config: Any, summary: Any, words: list[str]) -> None:
     """The commands that open, report, export and retrain the study; export and retrain only where it has
     a full-fidelity winner (else they would be refused), the search's own command where it has none."""
     from nas.results.query import best_trials
-    from nas.search.artifacts import artifact_dir
+    from nas.store.artifacts import artifact_dir
 
     shown = redacted(config.storage)
     data = f" --data-dir {quote(config.data_dir)}" if config.data_dir else ""
@@ -271,7 +271,7 @@ def print_next(config: Any, summary: Any, words: list[str]) -> None:
 
 
 def command_line(argv: list[str]) -> str:
-    from nas.search.storage import redact_text
+    from nas.store.urls import redact_text
 
     return redact_text(" ".join(quote(a) for a in ["nas-search", *argv]))
 

@@ -97,6 +97,7 @@ def search_in_time(args: argparse.Namespace, words: list[str], config: Any, comm
         try:
             return run_search(config, command=command, **hooks), config
         except TimeTooShort as e:
+            refused = e  # ``e`` is unbound after the except block
             if time_flag(args) is None:
                 raise
             chosen = args.epochs is not None or args.subset is not None
@@ -110,4 +111,4 @@ def search_in_time(args: argparse.Namespace, words: list[str], config: Any, comm
                   f"searching at {epochs} epoch{'s' * (epochs > 1)} x {images:,} images instead, in study {name!r}",
                   flush=True)
             config = replace(asked, study=name, settings={**asked.settings, "epochs": epochs, "subset": images})
-    raise ValueError(too_short(args, words, asked, e))
+    raise ValueError(too_short(args, words, asked, refused))

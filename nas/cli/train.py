@@ -72,9 +72,9 @@ def train_main(args: argparse.Namespace) -> int:
         say(f"final test acc over {len(seeds)} seeds: mean {mean:.2%} +- {std:.2%} (std), min {min(accs):.2%}, "
             f"max {max(accs):.2%}")
     if trial is not None:
-        from nas.search.record import write_retrain
+        from nas.store.record import write_retrain
 
-        write_retrain(study._storage, trial._trial_id, seeds, accs, recipe.epochs)
+        write_retrain(study, trial, seeds, accs, recipe.epochs)
         say(f"written to trial {trial.number} of {study.study_name!r}: retrain_test_acc, retrain_mean, retrain_std")
     if args.json:
         print(json.dumps(summary(args, candidate, recipe, seeds, results, str(device), precision, study, trial)))

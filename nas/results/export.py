@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -316,12 +315,12 @@ def stored_model(study: Any, trial: Any, artifacts: Path, data: Any) -> tuple[Ne
     model, with what the export's metrics say of them (test accuracy scored on ``data``'s test set)."""
     from nas.engine.trainer import accuracy
     from nas.results.query import find_trial
-    from nas.search.artifacts import load_weights
-    from nas.search.record import TrialRecord, candidate_of
+    from nas.store.artifacts import load_weights
+    from nas.store.record import TrialRecord, candidate_of
 
     r = TrialRecord.of(trial)
     trained = find_trial(study, r.duplicate_of) if r.outcome == "duplicate" else trial
-    model = load_into(build_model(candidate_of(trial).arch), load_weights(trained, study._storage, artifacts),
+    model = load_into(build_model(candidate_of(trial).arch), load_weights(trained, study, artifacts),
                       "artifacts", f"trial {trained.number}'s stored weights")
     test_acc = accuracy(model.eval(), data.test_images, data.test_labels, info=data.info)
     return model, {"weights": "the trial's own weights from the search (trained without the validation images)",

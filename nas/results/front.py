@@ -16,7 +16,7 @@ import optuna
 import plotly.graph_objects as go
 
 from nas.results.query import usable_trials, winners_by_budget
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 
 PUBLIC_RESULTS = Path(__file__).parent / "public_results.csv"
 FRONT_COLUMNS = ("budget", "trial", "params", "flops", "val_acc", "test_acc", "retrain_mean", "retrain_std", "seeds",

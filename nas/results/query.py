@@ -11,11 +11,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.arch import Candidate
 from nas.errors import SettingError
-from nas.search.record import TrialRecord, candidate_of
+from nas.store.record import TrialRecord, candidate_of
 from nas.search.rungs import Rung
 from nas.search.settings import StudySettings
-from nas.search.storage import make_storage, redact
-from nas.search.study import RUNG_ATTR, SETTINGS_ATTR, find_study
+from nas.store.storage import make_storage
+from nas.store.urls import redact
+from nas.store.keys import RUNG_ATTR, SETTINGS_ATTR
+from nas.store.study import find_study, sibling_study
 
 TOP_TRIALS = 10  # rows of a top-trials table (nas-search's last one, nas-report's)
 
@@ -50,7 +52,7 @@ def rung_studies(study: optuna.Study) -> list[tuple[Rung, optuna.Study | None]]:
     if settings is None:
         return []
     rungs = settings.make_rungs(study.study_name)
-    return [(rung, study if rung.final else find_study(study._storage, rung.study_name)) for rung in rungs]
+    return [(rung, study if rung.final else sibling_study(study, rung.study_name)) for rung in rungs]
 
 
 def usable_trials(study: optuna.Study, budget: int | None = None) -> list[FrozenTrial]:
@@ -133,7 +135,7 @@ def retrain_candidate(study: optuna.Study, trial: FrozenTrial) -> Candidate:
     the search's full-fidelity epochs (it was screened with the schedule compressed)."""
     candidate = candidate_of(trial)
     rung = study.user_attrs.get(RUNG_ATTR)
-    main = find_study(study._storage, rung["search"]) if rung else None
+    main = sibling_study(study, rung["search"]) if rung else None
     settings = settings_of(main) if main is not None else None
     if settings is not None and candidate.recipe.epochs != settings.epochs:
         candidate = replace(candidate, recipe=candidate.recipe.compressed(settings.epochs))

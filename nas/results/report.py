@@ -22,8 +22,8 @@ import plotly.io as pio
 
 from nas.results.front import front_figure
 from nas.results.query import TOP_TRIALS, best_trials, rung_studies, settings_of, winners_by_budget
-from nas.search.dashboard import pareto_front
-from nas.search.record import TrialRecord, candidate_of, curve_of
+from nas.store.dashboard import pareto_front
+from nas.store.record import ENDED, TrialRecord, candidate_of, curve_of
 from nas.arch.budget import DEFAULT_BUDGET
 from nas.arch.describe import recipe_line
 
@@ -122,18 +122,17 @@ def importance_figure(study: optuna.Study, label: str) -> go.Figure:
 def funnel_figure(studies: list[tuple[Any, optuna.Study]], budget: int) -> tuple[go.Figure, dict[str, Any]]:
     """Candidates per rung and outcome; the share of the parameter budget the trained ones use."""
     fig = go.Figure()
-    outcomes = ("complete", "pruned", "diverged", "duplicate", "rejected", "failed", "interrupted")
-    counts = {o: [] for o in outcomes}
+    counts: dict[str, list[int]] = {o: [] for o in ENDED}
     labels = []
     shares = []
     for rung, study in studies:
         labels.append(f"rung {rung.index}<br>{rung.label}")
         rs = [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)]
-        for o in outcomes:
+        for o in ENDED:
             counts[o].append(sum(r.outcome == o for r in rs))
         if rung.index == 0:
             shares = [r.params / budget for r in rs if r.trained and r.params]
-    for o in outcomes:
+    for o in ENDED:
         if any(counts[o]):
             fig.add_trace(go.Bar(x=labels, y=counts[o], name=o))
     fig.update_layout(barmode="stack", title=f"Trials per rung and outcome ({counts['rejected'][0] if labels else 0} "

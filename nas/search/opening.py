@@ -22,12 +22,14 @@ from nas.search.context import Search
 from nas.search.plan import Rates
 from nas.arch.budget import check_budget
 from nas.arch.presets import load_preset, preset_file, preset_names
-from nas.search.record import TrialRecord, candidate_of
+from nas.store.record import TrialRecord, candidate_of
 from nas.search.rungs import bucket_of, ranked_by_bucket
 from nas.search.samplers import make_pruner, make_sampler
 from nas.search.settings import OBJECTIVES, SearchConfig, StudySettings
-from nas.search.storage import database_state, make_storage, redact, storage_lock
-from nas.search.study import RUNG_ATTR, SETTINGS_ATTR, SPACE_ATTR, ensure_study, enqueue, find_study
+from nas.store.storage import database_state, make_storage, storage_lock
+from nas.store.urls import redact
+from nas.store.keys import RUNG_ATTR, SETTINGS_ATTR, SPACE_ATTR
+from nas.store.study import ensure_study, enqueue, find_study, set_study_system_attr, study_system_attr
 from nas.space.audit import audit
 from nas.space.inverse import Inexpressible, params_of
 from nas.space.space import SearchSpace, space_file
@@ -70,7 +72,7 @@ def read_search(config: SearchConfig) -> Opened:
                 raise SettingError(key, f"study {name!r} was created with {key} {_show(have)}, this run asks for "
                                    f"{_show(value)}; leave it out to resume the study with its own settings, or "
                                    "pick a new study name")
-        text = storage.get_study_system_attrs(main._study_id).get(SPACE_ATTR)
+        text = study_system_attr(main, SPACE_ATTR)
         stored_space = SearchSpace.from_text(text, name=settings.space) if text else None
         if space is not None and space.digest != settings.space_digest:
             raise SettingError("space", f"study {name!r} was created with space {settings.space} (digest "
@@ -166,7 +168,7 @@ def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.stora
         main = ensure_study(storage, opened.name, directions)
         new = SETTINGS_ATTR not in main.user_attrs
         if new:
-            storage.set_study_system_attr(main._study_id, SPACE_ATTR, opened.space_text)
+            set_study_system_attr(main, SPACE_ATTR, opened.space_text)
             main.set_metric_names([OBJECTIVE_NAMES[o] for o in opened.settings.objectives])
             main.set_user_attr(SETTINGS_ATTR, opened.settings.to_dict())  # last: the study is made
         # A front search ranks every rung on accuracy and size, so the dashboard draws each rung's front.

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 
 from nas.errors import SettingError
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.search.rungs import Rung
 
 

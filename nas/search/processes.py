@@ -19,11 +19,11 @@ from nas.errors import SettingError
 from nas.search.context import Search
 from nas.search.opening import Opened, attach
 from nas.search.progress import QuietReporter, Reporter
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.search.rungs import Rung
 from nas.search.settings import SearchConfig
 from nas.search.signals import Interrupted, check_signal, handled_signal, install_signal_handlers, set_pdeathsig
-from nas.search.study import BEAT_ATTR, retry_stale_trials
+from nas.store.study import progress_of, retry_stale_trials
 from nas.search.worker import Worker, worker_threads
 
 
@@ -78,10 +78,10 @@ class Watcher:
                     self.seen.add(key)
                     self.reporter.trial_finished(rung, t)
                 elif t.state == TrialState.RUNNING:
-                    beat = t.system_attrs.get(BEAT_ATTR) or {}
-                    if "epoch" in beat and self.progress.get(key) != beat["epoch"]:
-                        self.progress[key] = beat["epoch"]
-                        self.reporter.epoch(rung, t.number, beat["epoch"], beat["of"], None)
+                    progress = progress_of(t)
+                    if progress is not None and self.progress.get(key) != progress[0]:
+                        self.progress[key] = progress[0]
+                        self.reporter.epoch(rung, t.number, *progress, None)
 
 
 def run_processes(config: SearchConfig, opened: Opened, search: Search, trials_before: int,

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from optuna.trial import FrozenTrial
 
-from nas.search.record import TrialRecord
+from nas.store.record import TrialRecord
 from nas.search.rungs import Rung
 
 

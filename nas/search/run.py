@@ -18,20 +18,21 @@ from optuna.trial import TrialState
 
 from nas.engine.data import Splits, data_files
 from nas.engine.device import resolve_device, resolve_precision
-from nas.search.artifacts import check_run_paths
+from nas.store.artifacts import check_run_paths
 from nas.search.context import Search
 from nas.search.opening import (Opened, attach, band_rates, create_or_finish, estimate_rates, known_networks, load_data,
                                 read_search, screened_trials)
 from nas.search.plan import Rates, fit_rungs
 from nas.search.processes import run_processes
 from nas.search.progress import QuietReporter, Reporter
-from nas.search.record import TrialRecord
+from nas.store.record import ENDED, TrialRecord
 from nas.search.rungs import Rung
 from nas.search.settings import SearchConfig
-from nas.search.snapshot import kept_snapshot, write_snapshot
+from nas.store.snapshot import kept_snapshot, write_snapshot
 from nas.search.signals import Interrupted, handled_signal, install_signal_handlers
-from nas.search.storage import make_storage, redact, storage_errors, storage_lock
-from nas.search.study import find_study, retry_stale_trials
+from nas.store.storage import make_storage, storage_errors
+from nas.store.urls import redact
+from nas.store.study import find_study, record_run, retry_stale_trials
 from nas.search.worker import Worker, worker_threads
 
 
@@ -54,7 +55,7 @@ class SearchSummary:
     study: optuna.Study | None = field(default=None, repr=False)  # the main study, to read the results
 
 
-COUNTED = ("trained", "complete", "pruned", "diverged", "rejected", "duplicate", "failed", "interrupted")
+COUNTED = ("trained", *ENDED)  # "trained": the ones that cost a training run (TRAINED)
 
 
 def count_run(search: Search, run_id: str) -> tuple[dict[str, int], list[dict[str, int]], int]:
@@ -171,30 +172,13 @@ def work(config: SearchConfig, opened: Opened, search: Search, trials_before: in
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
     counts, per_rung, elsewhere = count_run(search, search.run_id)
-    record_run(search, {"run": search.run_id, "command": command, "started": start,
-                        "seconds": round(time.time() - start, 1), "stopped": stopped, "timeout": config.timeout,
-                        "trials": config.trials, "jobs": config.jobs,
-                        "threads": worker_threads(config.jobs, config.threads) * config.jobs, "seed": config.seed,
-                        "device": search.device, "trained": counts["trained"]})
+    record_run(search.studies[-1], config.storage, {
+        "run": search.run_id, "command": command, "started": start, "seconds": round(time.time() - start, 1),
+        "stopped": stopped, "timeout": config.timeout, "trials": config.trials, "jobs": config.jobs,
+        "threads": worker_threads(config.jobs, config.threads) * config.jobs, "seed": config.seed,
+        "device": search.device, "trained": counts["trained"]})
     database = kept_snapshot(config.storage, config.snapshot)
     if database is not None:  # at the run's end, however it ended (a signal too), with its record
         write_snapshot(database)
     return SearchSummary(opened.name, redact(config.storage), new, search.run_id, stopped, time.time() - start, counts,
                          per_rung, elsewhere, opened.settings.multi_objective, signum, search.studies[-1])
-
-
-RUNS_ATTR = "nas:runs"
-
-
-def record_run(search: Search, run: dict[str, Any]) -> None:
-    main = search.studies[-1]
-    with storage_lock(search.config.storage):
-        runs = search.storage.get_study_system_attrs(main._study_id).get(RUNS_ATTR, [])
-        search.storage.set_study_system_attr(main._study_id, RUNS_ATTR, [*runs, run])
-
-
-def runs_of(study: optuna.Study) -> list[dict[str, Any]]:
-    """The runs recorded in a search's main study, oldest first."""
-    return study._storage.get_study_system_attrs(study._study_id).get(RUNS_ATTR, [])
-
-

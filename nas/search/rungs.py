@@ -20,7 +20,7 @@ from typing import Iterable
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import SettingError
-from nas.search.record import TrialRecord, key_of
+from nas.store.record import TrialRecord, key_of
 from nas.arch import MAX_EPOCHS
 
 _FIDELITY = re.compile(r"^(\d+)(?:x(\d+))?$")

@@ -28,15 +28,15 @@ from optuna_dashboard import save_note
 
 from nas.engine.device import resolve_precision
 from nas.engine.trainer import EpochMetrics, TrainResult, train
-from nas.search.artifacts import artifact_dir, save_weights, state_bytes
+from nas.store.artifacts import artifact_dir, save_weights, state_bytes
 from nas.search.context import Search
-from nas.search.dashboard import refresh_figure, trial_note
+from nas.store.dashboard import refresh_figure, trial_note
 from nas.search.progress import QuietReporter, Reporter
-from nas.search.record import CONSTRAINTS_ATTR, CURVE_ATTR, FIXED_PARAMS_ATTR, TrialRecord, key_of, write_candidate
+from nas.store.record import TrialRecord, is_queued, key_of, write_candidate, write_constraint, write_curve
 from nas.search.rungs import Rung, band_has_its_share
 from nas.search.signals import Interrupted, check_signal
-from nas.search.storage import storage_lock
-from nas.search.study import heartbeat, requeue
+from nas.store.storage import storage_lock
+from nas.store.study import fresh_trial, heartbeat, requeue
 from nas.arch import Candidate
 from nas.arch.budget import check_budget
 from nas.arch.builder import count_flops
@@ -72,7 +72,7 @@ class TrialRunner:
         if rung.index == 0:
             record.bracket = bracket
         try:
-            with heartbeat(s.storage, trial._trial_id, watch=self.watch) as progress:
+            with heartbeat(trial, watch=self.watch) as progress:
                 record.write(trial, rung=rung.index, fidelity=rung.label, run=s.run_id, bracket=record.bracket)
                 state, values = self.evaluate(trial, rung, record, progress)
         except (KeyboardInterrupt, Interrupted) as e:
@@ -87,7 +87,7 @@ class TrialRunner:
         except Exception as e:
             self._give_back(study, trial, "failed", f"{type(e).__name__}: {e}")
             raise
-        save_note(trial, trial_note(study._storage.get_trial(trial._trial_id)))
+        save_note(trial, trial_note(fresh_trial(study, trial)))
         frozen = study.tell(trial, values, state=state)
         self.reporter.trial_finished(rung, frozen)
         self.finished += 1
@@ -97,11 +97,11 @@ class TrialRunner:
 
     def _give_back(self, study: optuna.Study, trial: optuna.Trial, outcome: str, reason: str) -> None:
         with storage_lock(self.search.config.storage):
-            requeue(study, study._storage.get_trial(trial._trial_id), outcome, reason)
+            requeue(study, fresh_trial(study, trial), outcome, reason)
 
     # ------------------------------------------------------------ evaluation
 
-    def evaluate(self, trial: optuna.Trial, rung: Rung, record: TrialRecord, progress: dict[str, Any]) -> Outcome:
+    def evaluate(self, trial: optuna.Trial, rung: Rung, record: TrialRecord, progress: Callable[[int, int], None]) -> Outcome:
         candidate, params = self._propose(trial, rung, record)
         if candidate is None:
             return TrialState.PRUNED, None
@@ -121,22 +121,16 @@ class TrialRunner:
         write_candidate(trial, candidate)
         verdict = check_budget(candidate.arch, s.settings.budget)
         record.write(trial, params=verdict.params, flops=count_flops(candidate.arch))
-        trial.set_constraint("params", verdict.excess)
-        # optuna-dashboard 0.21 reads feasibility from the older "constraints" system attribute.
-        trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR, [verdict.excess])
+        write_constraint(trial, verdict.excess)
         if not verdict.accepted:
             record.write(trial, outcome="rejected", reason=verdict.reason)
             return None, verdict.params
-        if rung.index == 0 and not self._queued(trial) and (full := self._band_full(trial, verdict.params, record.bracket)):
+        # a known network (reference, warm start) or a retry of one is trained whatever its band
+        if rung.index == 0 and not is_queued(trial) and (full := self._band_full(trial, verdict.params, record.bracket)):
             record.write(trial, outcome="rejected", reason=full)
             return None, verdict.params
         self.share_waits = 0
         return candidate, verdict.params
-
-    @staticmethod
-    def _queued(trial: optuna.Trial) -> bool:
-        """A known network (reference, warm start) or a retry of one: trained whatever its band."""
-        return FIXED_PARAMS_ATTR in trial.storage.get_trial_system_attrs(trial._trial_id)
 
     def _band_full(self, trial: optuna.Trial, params: int, bracket: int) -> str | None:
         """Why a sampled candidate's band waits for the others (a front search), or None."""
@@ -150,7 +144,7 @@ class TrialRunner:
         return full
 
     def _train(self, trial: optuna.Trial, rung: Rung, record: TrialRecord, candidate: Candidate,
-               progress: dict[str, Any]) -> TrainResult:
+               progress: Callable[[int, int], None]) -> TrainResult:
         """Train the candidate at the rung's fidelity and record what came out, weights included."""
         s = self.search
         seed = record.seed if record.seed is not None else s.config.seed + trial.number
@@ -179,20 +173,20 @@ class TrialRunner:
         save_weights(trial, state_bytes(result.model), artifact_dir(s.config.storage, s.config.artifacts))
         return result
 
-    def _on_epoch(self, trial: optuna.Trial, rung: Rung, progress: dict[str, Any],
+    def _on_epoch(self, trial: optuna.Trial, rung: Rung, progress: Callable[[int, int], None],
                   curve: bool) -> Callable[[EpochMetrics], bool]:
         several = self.search.settings.multi_objective  # Optuna keeps no curves for several objectives: we do
         points: list[list[float]] = []
 
         def on_epoch(m: EpochMetrics) -> bool:
             check_signal()
-            progress.update(epoch=m.epoch, of=rung.epochs)
+            progress(m.epoch, rung.epochs)
             self.reporter.epoch(rung, trial.number, m.epoch, rung.epochs, m.val_acc)
             if not curve or m.val_acc is None:
                 return False
             if several:
                 points.append([m.epoch, m.val_acc])
-                trial.storage.set_trial_system_attr(trial._trial_id, CURVE_ATTR, points)
+                write_curve(trial, points)
                 return False
             trial.report(m.val_acc, m.epoch)
             # Only the final rung prunes; a finished run is complete.

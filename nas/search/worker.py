@@ -19,15 +19,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.engine.trainer import time_steps
 from nas.search.context import Search
-from nas.search.dashboard import save_trial_note
+from nas.store.dashboard import save_trial_note
 from nas.search.plan import Rates, screening_fits
 from nas.search.progress import QuietReporter, Reporter
-from nas.search.record import TrialRecord, candidate_of, set_finished_trial_user_attr
+from nas.store.record import TrialRecord, candidate_of, key_of, update_record
 from nas.search.rungs import Rung, promoted, ranked, ranked_by_bucket
 from nas.search.signals import check_signal
-from nas.search.snapshot import EVERY_SECONDS, kept_snapshot, write_snapshot
-from nas.search.storage import DATABASE_WAIT_SECONDS, connection_lost, disk_full, storage_lock, wait_for_database
-from nas.search.study import beat, enqueue, retry_stale_trials
+from nas.store.snapshot import EVERY_SECONDS, kept_snapshot, write_snapshot
+from nas.store.storage import DATABASE_WAIT_SECONDS, connection_lost, disk_full, storage_lock, wait_for_database
+from nas.store.study import beat, enqueue, retry_stale_trials
 from nas.search.trial import TrialRunner
 
 MAX_UNTRAINED_IN_A_ROW = 500  # rejected or duplicate proposals before giving up on the sampler
@@ -50,7 +50,7 @@ class Worker:
     bracket: int = 0
     failures_in_a_row: int = 0
     untrained: int = 0  # screening proposals in a row that trained nothing (rejected, duplicates)
-    _final_ratio: dict[int, float] = field(default_factory=dict)  # trial id -> final/screening time ratio
+    _final_ratio: dict[str | None, float] = field(default_factory=dict)  # candidate key -> final/screening time ratio
     _snapshot_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -71,13 +71,14 @@ class Worker:
                 for band in top]
 
     def _ratio(self, trial: FrozenTrial, final: str, screening: str) -> float:
-        if trial._trial_id not in self._final_ratio:
+        key = key_of(trial)  # the ratio is the candidate's: keyed by what it is
+        if key not in self._final_ratio:
             s = self.search
             candidate = candidate_of(trial)
             slow = time_steps(candidate, s.data, s.device, PROBE_STEPS, precision=final)[0]
             fast = time_steps(candidate, s.data, s.device, PROBE_STEPS, precision=screening)[0]
-            self._final_ratio[trial._trial_id] = slow / fast
-        return self._final_ratio[trial._trial_id]
+            self._final_ratio[key] = slow / fast
+        return self._final_ratio[key]
 
     def run(self, deadline: float | None, trials: int | None) -> str:
         """Work until the plan is done; returns why it stopped: "done" (the final rung of the round
@@ -231,7 +232,7 @@ class Worker:
                 study.sampler = sampler
             # In the same hold of the lock: a trial seen without a beat under the lock is a dead
             # worker's (study.is_stale), and from now on a dead worker is noticed by its beat.
-            beat(self.search.storage, trial._trial_id)
+            beat(trial)
         return trial
 
     def promote(self, to: Rung) -> None:
@@ -253,8 +254,8 @@ class Worker:
                 number = enqueue(s.studies[to.index], t.params,
                                  TrialRecord(rung=to.index, fidelity=to.label, name=was.name, seed=was.seed,
                                              bracket=self.bracket, promoted_from=t.number))
-                set_finished_trial_user_attr(s.storage, t._trial_id, "promoted_to", number)
-                save_trial_note(s.studies[to.index - 1], t._trial_id)
+                update_record(s.studies[to.index - 1], t, promoted_to=number)
+                save_trial_note(s.studies[to.index - 1], t)
         self.reporter.message(f"rung {to.index - 1} done: the best {len(chosen)} of {len(pool)} go up to "
                               f"rung {to.index} ({to.label})")
 

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas.search.record import TrialRecord, candidate_of
+from nas.store.record import TrialRecord, candidate_of
 from nas.arch.describe import layer_markdown, recipe_line
 
 FIGURE_ID = "accuracy-vs-params"
@@ -52,11 +52,11 @@ def trial_note(trial: FrozenTrial) -> str:
     return "\n".join(lines)
 
 
-def save_trial_note(study: optuna.Study, trial_id: int) -> None:
+def save_trial_note(study: optuna.Study, trial: FrozenTrial) -> None:
     """(Re)write a trial's note from what the storage holds now; running or finished."""
     from optuna_dashboard import save_note
 
-    save_note(optuna.Trial(study, trial_id), trial_note(study._storage.get_trial(trial_id)))
+    save_note(optuna.Trial(study, trial._trial_id), trial_note(study._storage.get_trial(trial._trial_id)))
 
 
 def accuracy_figure(study: optuna.Study, title: str) -> Any:

@@ -21,17 +21,14 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search.record import FIXED_PARAMS_ATTR, TrialRecord, set_finished_trial_user_attr
-from nas.search.storage import shares_a_lock, storage_lock
+from nas.store.keys import BEAT_ATTR, FIXED_PARAMS_ATTR, RUNS_ATTR
+from nas.store.record import TrialRecord, update_record
+from nas.store.storage import shares_a_lock, storage_lock
 from nas.system import pid_alive
 
 HEARTBEAT_SECONDS = 5.0  # a running trial's worker writes a beat this often
 STALE_SECONDS = 20.0  # a running trial whose last beat is this old is retried
 MAX_RETRIES = 1  # real failures (errors) retried this often; kills and interrupts always are
-BEAT_ATTR = "nas:beat"  # system attribute: {"t": time, "host": ..., "pid": ..., "epoch": e, "of": E}
-SETTINGS_ATTR = "nas"  # study user attribute of the main study: its StudySettings
-SPACE_ATTR = "nas:space"  # study system attribute of the main study: the space file's text
-RUNG_ATTR = "rung"  # study user attribute of a screening rung's study: which search and rung it is
 
 
 # ---------------------------------------------------------------- studies of a search
@@ -42,6 +39,35 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
+
+
+def sibling_study(study: optuna.Study, name: str) -> optuna.Study | None:
+    """Another study of the same storage (a search's other rungs)."""
+    return find_study(study._storage, name)
+
+
+def study_system_attr(study: optuna.Study, key: str, default: Any = None) -> Any:
+    return study._storage.get_study_system_attrs(study._study_id).get(key, default)
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def record_run(study: optuna.Study, url: str, run: dict[str, Any]) -> None:
+    """Add one nas-search run to the run log of a search's main study."""
+    with storage_lock(url):
+        set_study_system_attr(study, RUNS_ATTR, [*runs_of(study), run])
+
+
+def runs_of(study: optuna.Study) -> list[dict[str, Any]]:
+    """The runs recorded in a search's main study, oldest first."""
+    return study_system_attr(study, RUNS_ATTR, [])
+
+
+def fresh_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
+    """The trial as the storage holds it now."""
+    return study._storage.get_trial(trial._trial_id)
 
 
 def ensure_study(storage: optuna.storages.BaseStorage, name: str, directions: list[str]) -> optuna.Study:
@@ -70,8 +96,15 @@ def enqueue(study: optuna.Study, params: dict[str, Any], record: TrialRecord,
 HOST = socket.gethostname()
 
 
-def beat(storage: optuna.storages.BaseStorage, trial_id: int, **progress: Any) -> None:
-    storage.set_trial_system_attr(trial_id, BEAT_ATTR, {"t": time.time(), "host": HOST, "pid": os.getpid(), **progress})
+def beat(trial: optuna.Trial, **progress: Any) -> None:
+    trial.storage.set_trial_system_attr(trial._trial_id, BEAT_ATTR,
+                                        {"t": time.time(), "host": HOST, "pid": os.getpid(), **progress})
+
+
+def progress_of(trial: FrozenTrial) -> tuple[int, int] | None:
+    """The epoch a running trial's worker last reported, and of how many."""
+    b = trial.system_attrs.get(BEAT_ATTR) or {}
+    return (b["epoch"], b["of"]) if "epoch" in b else None
 
 
 def is_stale(trial: FrozenTrial, now: float | None = None, locked: bool = False) -> bool:
@@ -95,9 +128,8 @@ def is_stale(trial: FrozenTrial, now: float | None = None, locked: bool = False)
 
 
 @contextlib.contextmanager
-def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int,
-              watch: Callable[[], Any] | None = None) -> Iterator[dict[str, Any]]:
-    """Beat while the body runs. The yielded dict is progress (e.g. epoch) sent with each beat.
+def heartbeat(trial: optuna.Trial, watch: Callable[[], Any] | None = None) -> Iterator[Callable[[int, int], None]]:
+    """Beat while the body runs. The yielded function reports progress (epoch e of E), sent with each beat.
     ``watch`` runs every other beat: the worker looks for other workers' stale trials while it
     trains, so a dead worker's trial is queued again within seconds, not after this trial."""
     progress: dict[str, Any] = {}
@@ -107,7 +139,7 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int,
         beats = 0
         while not stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):  # a busy database delays a beat; the next one comes
-                beat(storage, trial_id, **progress)
+                beat(trial, **progress)
                 beats += 1
                 if watch is not None and beats % 2 == 0:
                     watch()
@@ -115,7 +147,7 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int,
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
-        yield progress
+        yield lambda epoch, of: progress.update(epoch=epoch, of=of)
     finally:
         stop.set()
         thread.join()
@@ -151,8 +183,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, outcome: str, reason: str) 
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return None
-    set_finished_trial_user_attr(storage, trial._trial_id, "outcome", outcome)
-    set_finished_trial_user_attr(storage, trial._trial_id, "reason", reason[:300])
+    update_record(study, trial, outcome=outcome, reason=reason[:300])
     return number
 
 
@@ -171,7 +202,7 @@ def retry_stale_trials(study: optuna.Study, url: str) -> list[int]:
         return done
     with storage_lock(url):
         for t in suspects:
-            fresh = study._storage.get_trial(t._trial_id)
+            fresh = fresh_trial(study, t)
             if fresh.state == TrialState.RUNNING and is_stale(fresh, locked=locked):
                 if requeue(study, fresh, "interrupted", "its worker stopped (killed or lost) while training") is not None:
                     done.append(t.number)

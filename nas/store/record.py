@@ -31,13 +31,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas.arch import Candidate
+from nas.store.keys import CONSTRAINTS_ATTR, CURVE_ATTR, FIXED_PARAMS_ATTR, KEY_ATTR, SPEC_ATTR
 
 OUTCOMES = ("running", "rejected", "duplicate", "pruned", "diverged", "complete", "failed", "interrupted")
+ENDED = OUTCOMES[1:]  # the outcomes of a finished trial
 TRAINED = ("pruned", "diverged", "complete")  # outcomes that cost a training run
-SPEC_ATTR, KEY_ATTR = "nas:spec", "nas:key"  # system attributes: the full candidate and its key
-FIXED_PARAMS_ATTR = "fixed_params"  # Optuna's own system attribute of an enqueued trial: its parameters
-CONSTRAINTS_ATTR = "constraints"  # the older system attribute optuna-dashboard reads feasibility from
-CURVE_ATTR = "nas:curve"  # system attribute: [[epoch, val_acc], ...] where Optuna keeps none (several objectives)
+WITH_RESULT = (*TRAINED, "duplicate")  # outcomes with an accuracy: their own, or an earlier trial's reused
 
 
 @dataclass
@@ -82,7 +81,7 @@ class TrialRecord:
     @property
     def has_result(self) -> bool:
         """Trained (or reusing a training) with an accuracy to compare."""
-        return self.val_acc is not None and self.outcome in (*TRAINED, "duplicate")
+        return self.val_acc is not None and self.outcome in WITH_RESULT
 
     @property
     def is_point(self) -> bool:
@@ -132,7 +131,32 @@ def key_of(trial: FrozenTrial) -> str | None:
     return trial.system_attrs.get(KEY_ATTR)
 
 
-def set_finished_trial_user_attr(storage: optuna.storages.BaseStorage, trial_id: int, key: str, value: Any) -> None:
+def write_curve(trial: optuna.Trial, points: list[list[float]]) -> None:
+    trial.storage.set_trial_system_attr(trial._trial_id, CURVE_ATTR, points)
+
+
+def write_constraint(trial: optuna.Trial, excess: float) -> None:
+    """The parameter excess, also where optuna-dashboard 0.21 reads feasibility (the older attribute)."""
+    trial.set_constraint("params", excess)
+    trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR, [excess])
+
+
+def is_queued(trial: optuna.Trial | FrozenTrial) -> bool:
+    """Enqueued with fixed parameters (a known network, a promotion, a retry), not sampled."""
+    attrs = trial.system_attrs if isinstance(trial, FrozenTrial) else trial.storage.get_trial_system_attrs(trial._trial_id)
+    return FIXED_PARAMS_ATTR in attrs
+
+
+def update_record(study: optuna.Study, trial: FrozenTrial, **fields: Any) -> None:
+    """Write fields of a finished trial's record (a promotion, a retraining, why it ended)."""
+    known = {f.name for f in dataclasses.fields(TrialRecord)}
+    if not fields.keys() <= known:
+        raise ValueError(f"not fields of a trial record: {sorted(fields.keys() - known)}")
+    for key, value in fields.items():
+        _set_finished_trial_user_attr(study._storage, trial._trial_id, key, value)
+
+
+def _set_finished_trial_user_attr(storage: optuna.storages.BaseStorage, trial_id: int, key: str, value: Any) -> None:
     """Write a user attribute on a trial that has already finished.
 
     Optuna refuses attributes on finished trials, but some facts arrive later (a promotion
@@ -160,12 +184,10 @@ def set_finished_trial_user_attr(storage: optuna.storages.BaseStorage, trial_id:
         session.close()
 
 
-def write_retrain(storage: optuna.storages.BaseStorage, trial_id: int, seeds: list[int], test_accs: list[float],
+def write_retrain(study: optuna.Study, trial: FrozenTrial, seeds: list[int], test_accs: list[float],
                   epochs: int) -> None:
     """Record a retraining's final test accuracies (one per seed) on the trial, for the dashboard."""
     import statistics
 
-    values = {"retrain_seeds": seeds, "retrain_test_acc": test_accs, "retrain_mean": statistics.fmean(test_accs),
-              "retrain_std": statistics.stdev(test_accs) if len(test_accs) > 1 else 0.0, "retrain_epochs": epochs}
-    for key, value in values.items():
-        set_finished_trial_user_attr(storage, trial_id, key, value)
+    update_record(study, trial, retrain_seeds=seeds, retrain_test_acc=test_accs, retrain_mean=statistics.fmean(test_accs),
+                  retrain_std=statistics.stdev(test_accs) if len(test_accs) > 1 else 0.0, retrain_epochs=epochs)

@@ -24,7 +24,7 @@ EVERY_SECONDS = 600  # a running search rewrites its snapshot after a trial this
 def kept_snapshot(url: str, asked: bool) -> Path | None:
     """The SQLite file whose snapshot a search keeps: where asked (``--snapshot``) or where one is
     already beside it (a committed study stays current); None otherwise or for a server database."""
-    from nas.search.storage import sqlite_path
+    from nas.store.urls import sqlite_path
 
     path = sqlite_path(url)
     return path if path is not None and (asked or snapshot_of(path).exists()) else None
@@ -57,7 +57,7 @@ def write_snapshot(database: Path) -> Path:
 def restore_snapshot(database: Path) -> bool:
     """Make ``database`` from its snapshot where the file is missing and the snapshot is there; a
     damaged snapshot is one :class:`StorageError` line and stays as it is."""
-    from nas.search.storage import StorageError
+    from nas.store.urls import StorageError
 
     packed = snapshot_of(database)
     if database.exists() or not packed.is_file():

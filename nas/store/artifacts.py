@@ -14,7 +14,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 
 from nas.engine.weights import read_weights
 from nas.errors import SettingError
-from nas.search.storage import sqlite_path
+from nas.store.urls import sqlite_path
 
 WEIGHTS = "weights.pt"
 
@@ -57,9 +57,9 @@ def save_weights(trial: optuna.Trial, state_bytes: bytes, directory: Path) -> st
                                study_or_trial=trial, mimetype="application/octet-stream")
 
 
-def load_weights(trial: optuna.trial.FrozenTrial, storage: optuna.storages.BaseStorage, directory: Path) -> dict[str, Any]:
+def load_weights(trial: optuna.trial.FrozenTrial, study: optuna.Study, directory: Path) -> dict[str, Any]:
     """The trial's stored weights (a state dict)."""
-    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == WEIGHTS]
+    metas = [m for m in get_all_artifact_meta(trial, storage=study._storage) if m.filename == WEIGHTS]
     if not metas:
         raise SettingError("no_retrain", f"trial {trial.number} has no stored weights (it was not trained, or was "
                            "trained before weights were kept); export it with retraining")
