@@ -37,6 +37,12 @@ def test_a_wheel_in_a_fresh_venv_runs_without_the_repository(tmp_path):
     where = subprocess.run([str(python), "-c", "import nas; print(nas.__file__)"], capture_output=True, text=True,
                            cwd=elsewhere, check=True).stdout.strip()
     assert where.startswith(str(fresh)) and str(REPO) not in where
+    # every module of the repository's package is in the wheel (a sub-package left out of pyproject's list is not)
+    modules = sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                     for p in (REPO / "nas").rglob("*.py"))
+    imported = subprocess.run([str(python), "-c", f"import importlib; [importlib.import_module(m) for m in {modules!r}]"],
+                              capture_output=True, text=True, cwd=elsewhere, timeout=300)
+    assert imported.returncode == 0, imported.stderr
     run = subprocess.run([str(fresh / "bin" / "nas-show"), "--space", "mnist_20k", "--sample", "10",
                           "--json"], capture_output=True, text=True, cwd=elsewhere, timeout=300)
     assert run.returncode == 0, run.stderr
