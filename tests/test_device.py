@@ -149,3 +149,18 @@ def test_auto_jobs_fill_the_cpus_cores_or_each_gpus_free_memory(monkeypatch):
     assert auto_jobs(torch.device("cuda")) == 4 + 2
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (0.5 * 2**30, 80 * 2**30))
     assert auto_jobs(torch.device("cuda:1")) == 1  # never none
+
+
+def test_a_placement_resolves_the_device_and_both_precisions_once(monkeypatch):
+    from nas.engine.device import Placement, place
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    native = place("cpu")
+    assert native == Placement("cpu", "fp32", "bf16") and native.label == "cpu, fp32, screening bf16"
+    assert native.precision_for(ranking_only=True) == "bf16" and native.precision_for(ranking_only=False) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert place("cpu") == Placement("cpu", "fp32", "fp32") and place("cpu").label == "cpu, fp32"
+    assert place("cpu", "bf16") == Placement("cpu", "bf16", "bf16")  # asked for: every rung
+    with pytest.raises(SettingError, match="fp16"):
+        place("cpu", "fp16")

@@ -101,8 +101,9 @@ def test_a_run_that_arrives_after_the_rounds_screening_screens_a_round_of_its_ow
 
 
 def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search, monkeypatch):
-    import torch
+    from dataclasses import replace
 
+    from nas.engine.device import Placement
     from nas.search import worker as worker_module
     from nas.search.plan import Rates, reserve_seconds
     from nas.search.rungs import ranked
@@ -112,10 +113,11 @@ def test_the_reserve_for_fp32_finalists_comes_from_their_own_probed_rates(search
         worker.runner.run(search.rungs[0], worker.ask(search.rungs[0]), worker.bracket)
     screened = search.studies[0].get_trials()
     top = [[(t, Rates.of(TrialRecord.of(t))) for t in ranked(screened)]]  # one band: a single budget
-    assert Worker(search, precision="fp32").final_rates(top) is None  # one precision: screening rates serve
+    one = replace(search, placement=Placement("cpu", "fp32", "fp32"))
+    assert Worker(one).final_rates(top) is None  # one precision: screening rates serve
     # A CPU with native bf16: screening runs in bf16, the finalists in fp32.
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert worker.runner.precision_at(search.rungs[0]) == "bf16" and worker.runner.precision_at(search.final) == "fp32"
+    search.placement = Placement("cpu", "fp32", "bf16")
+    assert search.precision_at(search.rungs[0]) == "bf16" and search.precision_at(search.final) == "fp32"
     probes = []
     real_probe = worker_module.time_steps
 

@@ -13,15 +13,16 @@ from nas.cli.common import Parser, add_candidate_args, add_device_args, load_can
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from nas.engine.bench import run_bench
     from nas.engine.data import load_dataset, make_splits
-    from nas.engine.device import resolve_device, resolve_precision
+    from nas.engine.device import place
 
     candidate = load_candidate(args)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    placement = place(args.device, args.precision)  # resolved once, here
+    device, precision = torch.device(placement.device), placement.precision
     args.data_dir = args.data_dir or os.environ.get("NAS_DATA_DIR")
     if not args.data_dir:
         raise ValueError("nas-bench needs --data-dir DIR (or NAS_DATA_DIR), a folder with the four MNIST files: "

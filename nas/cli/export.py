@@ -79,12 +79,12 @@ def retrained(args: argparse.Namespace, source: Source, data: Any, seed: int) ->
     """The candidate trained again on all training images, with a progress bar and a line per epoch."""
     from tqdm import tqdm
 
-    from nas.engine.device import resolve_device, resolve_precision
+    from nas.engine.device import place
     from nas.engine.trainer import train
     from nas.arch.builder import count_params
 
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    placement = place(args.device, args.precision)  # resolved once, here
+    device, precision = placement.device, placement.precision
     data = data.to(device)
     recipe = source.candidate.recipe
     print(f"{source.label}: {count_params(source.candidate.arch):,} params; training {recipe.epochs} epochs on all "

@@ -57,7 +57,8 @@ def config_of(args: argparse.Namespace) -> Any:
     if args.jobs == "auto":
         from nas.engine.device import auto_jobs, resolve_device
 
-        args.jobs = auto_jobs(resolve_device(args.device))
+        device = resolve_device(args.device)
+        args.jobs, args.device = auto_jobs(device), str(device)  # resolved once: the run is given the device found
     timeout = timeout_of(args)
     if timeout is not None and 0 < timeout < math.inf:  # the report and model files are written within the
         # time asked, after the search (a bad time is left as given, for the settings' own message)
@@ -84,13 +85,11 @@ def best_so_far(search: Any) -> dict[int, float]:
 
 def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
     """The run's first lines: which study, its settings, the device and the plan."""
-    from nas.engine.device import resolve_precision
     from nas.search.plan import plan_lines
 
     s = search.settings
-    final = resolve_precision(config.precision, search.device)
-    screening = resolve_precision(config.precision, search.device, ranking_only=True)
-    precision = final if final == screening or len(search.rungs) == 1 else f"{final}, screening {screening}"
+    p = search.placement
+    where = p.label if len(search.rungs) > 1 else f"{p.device}, {p.precision}"  # one rung: no screening
     done = sum(t.state.is_finished() for st in search.studies for t in st.get_trials(deepcopy=False))
     what = "new" if new else f"resumed, {done} trials so far"
     print(f"study {search.name!r} ({what}) in {redacted(config.storage)}")
@@ -98,7 +97,7 @@ def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
     print(f"space {s.space} | {budget} params | objectives {','.join(s.objectives)} | "
           f"validation {s.holdout:,} held out" + (f", training subset {s.subset:,}" if s.subset else "")
           + f" | sampler {config.sampler}, pruner {config.pruner_for(s)} | jobs {config.jobs} | "
-          f"device {search.device}, {precision} | seed {config.seed} | run {search.run_id}")
+          f"device {where} | seed {config.seed} | run {search.run_id}")
     for note in search.notes:
         print(note)
     print("plan:")

@@ -41,7 +41,7 @@ def pick_candidate(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 def train_main(args: argparse.Namespace) -> int:
     from nas.engine.data import load_dataset, make_splits
-    from nas.engine.device import resolve_device, resolve_precision
+    from nas.engine.device import place
     from nas.arch.builder import count_flops, count_params
 
     if args.seeds is not None and args.seed is not None:
@@ -56,8 +56,8 @@ def train_main(args: argparse.Namespace) -> int:
     candidate, study, trial = pick_candidate(args)
     recipe = candidate.recipe if args.epochs is None else candidate.recipe.compressed(check_epochs(args.epochs))
     recipe = replace(recipe, **{k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None})
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    placement = place(args.device, args.precision)  # resolved once, here
+    device, precision = placement.device, placement.precision
     data = make_splits(load_dataset(args.data_dir), args.holdout, args.subset, seeds[0]).to(device)
     say = (lambda *a, **k: None) if args.json else print
     say(f"{candidate.name or 'spec'}: {count_params(candidate.arch):,} parameters, {count_flops(candidate.arch):,} "

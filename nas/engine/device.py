@@ -73,6 +73,32 @@ def resolve_precision(precision: str, device: torch.device | str, ranking_only: 
     return choose_precision(precision, caps_of(device), ranking_only)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a command trains and in which number formats: resolved once, at the command's top, from
+    what was asked (``--device``, ``--precision``), and passed down; nothing below resolves "auto"."""
+
+    device: str  # "cpu", "cuda", "cuda:1"
+    precision: str  # wherever an accuracy is reported: full fidelity, nas-train, nas-export
+    screening: str  # runs that only rank candidates (screening rungs)
+
+    def precision_for(self, ranking_only: bool) -> str:
+        return self.screening if ranking_only else self.precision
+
+    @property
+    def label(self) -> str:
+        """As a run's header says it: ``cpu, fp32, screening bf16``."""
+        same = self.precision == self.screening
+        return f"{self.device}, {self.precision}" + ("" if same else f", screening {self.screening}")
+
+
+def place(device: str = DEFAULT_DEVICE, precision: str = DEFAULT_PRECISION) -> Placement:
+    """The device asked for (``auto``: CUDA when present) and the precision rule applied on it."""
+    resolved = resolve_device(device)
+    caps = caps_of(resolved)
+    return Placement(str(resolved), choose_precision(precision, caps), choose_precision(precision, caps, True))
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present. Asking for a GPU that is not there, or that this torch build
     has no kernels for, is one :class:`SettingError` line."""

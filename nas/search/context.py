@@ -9,6 +9,7 @@ import optuna
 import torch
 
 from nas.engine.data import Splits, stratified_first
+from nas.engine.device import Placement
 from nas.search.plan import Rates
 from nas.search.rungs import Rung
 from nas.search.settings import SearchConfig, StudySettings
@@ -27,11 +28,19 @@ class Search:
     rungs: list[Rung]
     studies: list[optuna.Study]
     data: Splits  # the full-fidelity training images, validation and test, on the device
-    device: str
+    placement: Placement  # the device and precisions, resolved once for the run
     run_id: str
     band_estimates: list[Rates] | None = None  # the plan's typical rates per budget band, before any is screened
     notes: list[str] = field(default_factory=list)  # what the run says before it starts (its known networks)
     _rung_data: dict[int, Splits] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return self.placement.device
+
+    def precision_at(self, rung: Rung) -> str:
+        """Full fidelity is reported, in the reported precision; the rungs below it only rank."""
+        return self.placement.precision_for(ranking_only=not rung.final)
 
     @property
     def final(self) -> Rung:

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas.engine.data import Splits, load_dataset, make_splits
-from nas.engine.device import resolve_device
+from nas.engine.device import Placement, place
 from nas.errors import SettingError
 from nas.search.context import Search
 from nas.search.plan import Rates
@@ -191,7 +191,7 @@ def create_or_finish(config: SearchConfig, opened: Opened, storage: optuna.stora
     return new
 
 
-def load_data(config: SearchConfig, settings: StudySettings, new: bool = False) -> tuple[Splits, StudySettings]:
+def load_data(config: SearchConfig, settings: StudySettings, device: str, new: bool = False) -> tuple[Splits, StudySettings]:
     """The search's data split (seeded, the same for every run and machine), on the run's device, and the
     settings it was split with: a ``new`` study that was not asked for a holdout holds out a share of
     the set it has (:meth:`StudySettings.sized_for`)."""
@@ -199,14 +199,16 @@ def load_data(config: SearchConfig, settings: StudySettings, new: bool = False) 
     if new and "holdout" not in config.settings:
         settings = settings.sized_for(len(dataset.train_labels))
     data = make_splits(dataset, settings.holdout, settings.subset, seed=0)
-    return data.to(resolve_device(config.device)), settings
+    return data.to(device), settings
 
 
 def attach(config: SearchConfig, opened: Opened, run_id: str, worker: int, trials_before: int,
-           storage: optuna.storages.BaseStorage | None = None, data: Splits | None = None) -> Search:
-    """Open everything a worker needs, once per process."""
+           storage: optuna.storages.BaseStorage | None = None, data: Splits | None = None,
+           placement: Placement | None = None) -> Search:
+    """Open everything a worker needs, once per process; ``placement``: the run's, as the main process
+    resolved it (resolved here from the config where none is given)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    device = resolve_device(config.device)
+    placement = placement or place(config.device, config.precision)
     storage = storage or make_storage(config.storage)
     rungs = opened.settings.make_rungs(opened.name)
     pruner = config.pruner_for(opened.settings)
@@ -216,9 +218,8 @@ def attach(config: SearchConfig, opened: Opened, run_id: str, worker: int, trial
             optuna.samplers.RandomSampler(seed=config.seed + worker)  # higher rungs only run queued trials
         studies.append(optuna.load_study(study_name=rung.study_name, storage=storage, sampler=sampler,
                                          pruner=make_pruner(pruner, rung.epochs) if rung.final else None))
-    data = data if data is not None else load_data(config, opened.settings)[0]
-    return Search(config, opened.name, opened.settings, opened.space, storage, rungs, studies, data, str(device),
-                  run_id)
+    data = data if data is not None else load_data(config, opened.settings, placement.device)[0]
+    return Search(config, opened.name, opened.settings, opened.space, storage, rungs, studies, data, placement, run_id)
 
 
 def screened_trials(config: SearchConfig, opened: Opened) -> list[FrozenTrial]:

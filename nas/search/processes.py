@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from optuna.trial import TrialState
 
-from nas.engine.device import worker_device
+from nas.engine.device import Placement, worker_device
 from nas.errors import SettingError
 from nas.search.context import Search
 from nas.search.opening import Opened, attach
@@ -32,18 +32,19 @@ class SearchStopped(ValueError):
 
 
 def _worker_process(config: SearchConfig, opened: Opened, run_id: str, index: int, trials_before: int,
-                    deadline: float | None, rungs: list[Rung], band_estimates: list | None = None) -> None:
+                    deadline: float | None, rungs: list[Rung], placement: Placement,
+                    band_estimates: list | None = None) -> None:
     set_pdeathsig()
     install_signal_handlers()
     if os.getppid() == 1:  # the parent died before we could ask to follow it
         raise SystemExit(143)
     try:
         torch.set_num_threads(worker_threads(config.jobs, config.threads))
-        if config.device in ("auto", "cuda") and torch.cuda.is_available():  # one GPU per worker where there are several
-            config = replace(config, device=worker_device("cuda", index, torch.cuda.device_count()))
-        search = attach(config, opened, run_id, index, trials_before)
+        if placement.device == "cuda":  # no GPU named: one GPU per worker where there are several
+            placement = replace(placement, device=worker_device("cuda", index, torch.cuda.device_count()))
+        search = attach(config, opened, run_id, index, trials_before, placement=placement)
         search.rungs, search.band_estimates = rungs, band_estimates  # the plan of the main process
-        Worker(search, index, QuietReporter(), config.precision).run(deadline, config.stop_on_trials)
+        Worker(search, index, QuietReporter()).run(deadline, config.stop_on_trials)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Interrupted as e:
@@ -88,7 +89,8 @@ def run_processes(config: SearchConfig, opened: Opened, search: Search, trials_b
                    deadline: float | None, reporter: Reporter) -> str:
     context = multiprocessing.get_context("spawn")  # CUDA and fork do not mix
     processes = [context.Process(target=_worker_process, args=(config, opened, search.run_id, i, trials_before,
-                                                               deadline, search.rungs, search.band_estimates), daemon=True)
+                                                               deadline, search.rungs, search.placement,
+                                                               search.band_estimates), daemon=True)
                  for i in range(config.jobs)]
     for p in processes:
         p.start()

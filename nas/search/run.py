@@ -17,7 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas.engine.data import Splits, data_files
-from nas.engine.device import resolve_device, resolve_precision
+from nas.engine.device import Placement, place
 from nas.store.artifacts import check_run_paths
 from nas.search.context import Search
 from nas.search.opening import (Opened, attach, band_rates, create_or_finish, estimate_rates, known_networks, load_data,
@@ -92,6 +92,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with storage_errors(config.storage):
         opened, data, rungs, estimate = prepare(config)
+        placement = estimate.placement
         storage = make_storage(config.storage)
         known = known_networks(config, opened, storage, data.info.shape)
         new = create_or_finish(config, opened, storage, data.info.shape, known)
@@ -99,7 +100,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
             opened, data, rungs, estimate = prepare(config)
         run_id = uuid.uuid4().hex[:12]
         trials_before = len(find_study(storage, rungs[0].study_name).get_trials(deepcopy=False))
-        search = attach(config, opened, run_id, 0, trials_before, storage, data)
+        search = attach(config, opened, run_id, 0, trials_before, storage, data, placement)
         search.rungs, search.band_estimates = rungs, estimate.bands
         search.notes = ([f"known networks queued first: {', '.join(n for n, _ in known.queue + known.earlier)}"]
                         if new and known.queue + known.earlier else []) + known.notes + list(opened.notes)
@@ -118,6 +119,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
 class Estimate:
     """What a typical candidate costs before this run has screened any: overall, and per budget band."""
 
+    placement: Placement  # where the candidates train, resolved once for the run
     rates: Rates | None
     bands: list[Rates] | None = None
 
@@ -126,9 +128,8 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
     """Read the search, check what the run needs and plan its rungs, writing nothing."""
     opened = read_search(config)
     config.pruner_for(opened.settings)  # a pruner the rungs cannot take fails before anything is written
-    device = resolve_device(config.device)  # and so does a wrong device
-    resolve_precision(config.precision, "cpu")
-    data, settings = load_data(config, opened.settings, new=not opened.exists)  # and so do bad data files
+    placement = place(config.device, config.precision)  # and so does a wrong device or precision
+    data, settings = load_data(config, opened.settings, placement.device, new=not opened.exists)  # and bad data files
     if not opened.exists:  # a new study's rungs fit the data it has: none repeats the next on a small set
         opened = replace(opened, settings=settings.fitted(len(data.train_labels), "rungs" in config.settings))
     space, cuts = opened.space.fitted_to(data.info.size)  # a family cut to the images' size, or refused
@@ -137,15 +138,15 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
                                                  f"{', '.join(cuts)}",) if cuts else ())
     inputs = {"search space": Path(opened.space.path) if opened.space.path else None, **data_files(config.data_dir)}
     check_run_paths(config.storage, config.artifacts, inputs)  # and outputs that cannot be written
-    if device.type == "cpu":
+    if placement.device == "cpu":
         torch.set_num_threads(worker_threads(config.jobs, config.threads))
     screened = screened_trials(config, opened)
-    estimate = estimate_rates(screened, opened.space, data, str(device), opened.settings.budget)
-    bands = band_rates(screened, opened.space, data, str(device), opened.settings.buckets) if config.timeout else None
+    estimate = estimate_rates(screened, opened.space, data, placement.device, opened.settings.budget)
+    bands = band_rates(screened, opened.space, data, placement.device, opened.settings.buckets) if config.timeout else None
     rungs = opened.settings.make_rungs(opened.name, available=len(data.train_labels))
     rungs = fit_rungs(rungs, estimate, len(data.val_labels), config.jobs, config.timeout,
                       bands=bands)  # and a time too short for one finalist
-    return opened, data, rungs, Estimate(estimate, bands)
+    return opened, data, rungs, Estimate(placement, estimate, bands)
 
 
 def work(config: SearchConfig, opened: Opened, search: Search, trials_before: int, reporter: Reporter, new: bool,
@@ -160,7 +161,7 @@ def work(config: SearchConfig, opened: Opened, search: Search, trials_before: in
         install_signal_handlers()
     try:
         if config.jobs == 1:
-            stopped = Worker(search, 0, reporter, config.precision).run(deadline, config.stop_on_trials)
+            stopped = Worker(search, 0, reporter).run(deadline, config.stop_on_trials)
         else:
             stopped = run_processes(config, opened, search, trials_before, deadline, reporter)
     except (KeyboardInterrupt, Interrupted) as e:

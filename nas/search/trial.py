@@ -26,7 +26,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
-from nas.engine.device import resolve_precision
 from nas.engine.trainer import EpochMetrics, TrainResult, train
 from nas.store.artifacts import artifact_dir, save_weights, state_bytes
 from nas.search.context import Search
@@ -55,13 +54,9 @@ class TrialRunner:
 
     search: Search
     reporter: Reporter = field(default_factory=QuietReporter)
-    precision: str = "auto"
     watch: Callable[[], Any] | None = None  # runs while a trial trains: look for other workers' stale trials
     finished: int = 0
     share_waits: int = 0  # proposals in a row turned away because their band had its share
-
-    def precision_at(self, rung: Rung) -> str:
-        return resolve_precision(self.precision, self.search.device, ranking_only=not rung.final)
 
     def run(self, rung: Rung, trial: optuna.Trial, bracket: int) -> FrozenTrial:
         """Evaluate a trial taken from the study and tell the result."""
@@ -148,7 +143,8 @@ class TrialRunner:
         """Train the candidate at the rung's fidelity and record what came out, weights included."""
         s = self.search
         seed = record.seed if record.seed is not None else s.config.seed + trial.number
-        record.write(trial, seed=seed, device=s.device, precision=self.precision_at(rung))
+        precision = s.precision_at(rung)
+        record.write(trial, seed=seed, device=s.device, precision=precision)
         self.reporter.trial_started(rung, trial.number, record)
         # Learning curves at full fidelity (and the pruner's evidence there); the references get theirs at
         # every rung, a few cheap evaluations, so the report can always draw them.
@@ -156,7 +152,7 @@ class TrialRunner:
         data = s.data_for(rung)
         result = train(candidate.arch, candidate.recipe, data, s.device, seed,
                        on_epoch=self._on_epoch(trial, rung, progress, curve), on_batch=lambda n: check_signal(), between=check_signal,
-                       precision=self.precision, val_every_epoch=curve, evaluate_test=rung.final,
+                       precision=precision, val_every_epoch=curve, evaluate_test=rung.final,
                        ranking_only=not rung.final)
         last = result.epochs[-1]
         eval_seconds = sum(m.eval_seconds for m in result.epochs)

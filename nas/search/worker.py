@@ -46,7 +46,6 @@ class Worker:
     search: Search
     index: int = 0
     reporter: Reporter = field(default_factory=QuietReporter)
-    precision: str = "auto"
     bracket: int = 0
     failures_in_a_row: int = 0
     untrained: int = 0  # screening proposals in a row that trained nothing (rejected, duplicates)
@@ -54,7 +53,7 @@ class Worker:
     _snapshot_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self.runner = TrialRunner(self.search, self.reporter, self.precision, watch=self.retry_stale)
+        self.runner = TrialRunner(self.search, self.reporter, watch=self.retry_stale)
         self.random = optuna.samplers.RandomSampler(seed=self.search.config.seed + 1000 * self.index + 999)
 
     def final_rates(self, top: list[list[tuple[FrozenTrial, Rates]]]) -> list[list[Rates]] | None:
@@ -64,7 +63,7 @@ class Worker:
         candidate's ratio is probed once: a few steps in each precision (about 2 s). ``top``: each
         budget's band, best first."""
         s = self.search
-        final, screening = self.runner.precision_at(s.final), self.runner.precision_at(s.rungs[0])
+        final, screening = s.precision_at(s.final), s.precision_at(s.rungs[0])
         if final == screening:
             return None
         return [[rates.scaled(self._ratio(trial, final, screening)) for trial, rates in band[: s.final.keep]]
