@@ -7,7 +7,7 @@ import pytest
 
 from nas.errors import SettingError
 from nas.search.settings import StudySettings
-from nas.search.plan import fit_rungs, plan_lines, Rates, reserve_seconds, rung_seconds, screening_fits
+from nas.search.plan import fit_rungs, later_seconds, plan_lines, Rates, reserve_seconds, rung_seconds, screening_fits
 from nas.search.rungs import check_rungs, parse_fidelity, parse_rungs, ranked
 from nas.store.keys import KEY_ATTR
 from nas.store.record import TrialRecord
@@ -96,6 +96,41 @@ def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
     assert fit_rungs(rungs[-1:], rate, 10_000, 1, 2 * full) == rungs[-1:]
     with pytest.raises(SettingError, match="cannot hold even one full-fidelity candidate"):
         fit_rungs(rungs[-1:], rate, 10_000, 1, full / 2)
+
+
+def test_the_full_fidelity_rung_is_priced_at_its_own_precision():
+    # screening rates are bf16's; the finalists train in fp32, 1.5x slower per image here
+    rungs = StudySettings(epochs=15, rungs=("2x10000", "2"), promote=4, finalists=2).make_rungs("s")
+    rate = Rates(train_us=300.0, eval_us=100.0)
+    same, slower = (plan_lines(rungs, rate, 10_000, 1, None, 7200, final_factor=f) for f in (1.0, 1.5))
+    each = [float(line.split("~")[1].split(" s each")[0].replace(",", "")) for line in (same[2], slower[2])]
+    assert each[1] == pytest.approx(1.5 * each[0], rel=0.01)  # the full-fidelity rung
+    per = lambda line: line.split("~")[1]  # noqa: E731 - the price of one candidate
+    assert per(same[0]) == per(slower[0]) and per(same[1]) == per(slower[1])  # screening and promotion: as measured
+    time = 2 * later_seconds(rungs, rate, 10_000, 1)  # half of it for the rungs after screening
+    assert fit_rungs(rungs, rate, 10_000, 1, time)[2].keep == 2  # two finalists fit at screening's price
+    assert fit_rungs(rungs, rate, 10_000, 1, time, final_factor=1.5)[2].keep == 1  # not at their own
+
+
+def test_a_new_studys_plan_times_typical_candidates_in_the_screening_precision(tmp_path, monkeypatch):
+    from conftest import write_mnist
+
+    from nas.engine.data import load_dataset, make_splits
+    from nas.engine.device import Placement
+    from nas.search import opening
+    from nas.space.space import SearchSpace, space_file
+
+    space = SearchSpace.from_file(space_file("mnist_20k"))
+    data = make_splits(load_dataset(write_mnist(tmp_path / "d", n_train=600, n_test=100)), holdout=100)
+    probed = []
+    monkeypatch.setattr("nas.engine.trainer.time_steps", lambda c, d, dev, steps, precision: probed.append(
+        (c.arch.key, precision)) or (300.0 if precision == "fp32" else 200.0, 50.0))
+    rates = opening.estimate_rates([], space, data, "cpu", 20_000, "bf16")
+    typical = [c.arch.key for c in opening.typical_candidates(space, data.info.shape, 20_000)]
+    assert rates == Rates(200.0, 50.0) and probed == [(k, "bf16") for k in typical]  # random ones, not the references
+    assert not set(typical) & {space.reference(n).arch.key for n in space.references}
+    assert opening.final_factor(space, data, Placement("cpu", "fp32", "bf16"), 20_000) == pytest.approx(1.5)
+    assert opening.final_factor(space, data, Placement("cpu", "fp32", "fp32"), 20_000) == 1.0
 
 
 @pytest.mark.parametrize("epochs, expected", [(15, ["2 ep x 180 img", "15 ep x 180 img"]), (1, ["1 ep x 180 img"])])

@@ -130,14 +130,17 @@ def gap() -> Layer:
     return Layer("gap")
 
 
+MNIST_SHAPE = (1, 28, 10)  # channels, image size, classes: MNIST's, what the specs and references are made for
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """A network: layers applied in order to an ``in_channels`` x ``in_size`` x ``in_size`` image."""
 
     layers: tuple[Layer, ...]
-    in_channels: int = 1
-    in_size: int = 28
-    classes: int = 10
+    in_channels: int = MNIST_SHAPE[0]
+    in_size: int = MNIST_SHAPE[1]
+    classes: int = MNIST_SHAPE[2]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -157,7 +160,7 @@ class ArchSpec:
     def key(self) -> str:
         """Canonical string: equal for equal architectures, readable in logs."""
         body = "-".join(layer.token for layer in self.layers)
-        if (self.in_channels, self.in_size, self.classes) != (1, 28, 10):
+        if (self.in_channels, self.in_size, self.classes) != MNIST_SHAPE:
             body = f"in{self.in_channels}x{self.in_size}c{self.classes}:" + body
         return body
 

@@ -102,7 +102,7 @@ def print_header(config: Any, search: Any, new: bool, estimate: Any) -> None:
         print(note)
     print("plan:")
     for line in plan_lines(search.rungs, estimate.rates, len(search.data.val_labels), config.jobs,
-                           config.stop_on_trials, config.timeout, estimate.bands):
+                           config.stop_on_trials, config.timeout, estimate.bands, estimate.final_factor):
         print(line)
     sys.stdout.flush()
 

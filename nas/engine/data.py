@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from nas.arch.checks import is_int, is_number
-from nas.arch.spec import MAX_CHANNELS, MAX_SIZE
+from nas.arch.spec import MAX_CHANNELS, MAX_SIZE, MNIST_SHAPE
 from nas.errors import SettingError
 
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # unsigned bytes, 3 and 1 dimensions
@@ -120,9 +120,9 @@ class DataInfo:
     """What the engine and the spec need to know of a data set: its images' shape, classes, normalization."""
 
     name: str = "mnist"
-    channels: int = 1
-    size: int = 28
-    classes: int = 10
+    channels: int = MNIST_SHAPE[0]
+    size: int = MNIST_SHAPE[1]
+    classes: int = MNIST_SHAPE[2]
     mean: tuple[float, ...] = (MEAN,)  # per channel, of the training images scaled to [0, 1]
     std: tuple[float, ...] = (STD,)
 

@@ -22,6 +22,7 @@ from nas.search.context import Search
 from nas.search.plan import Rates
 from nas.arch.budget import check_budget
 from nas.arch.presets import load_preset, preset_file, preset_names
+from nas.arch.spec import MNIST_SHAPE
 from nas.store.record import TrialRecord, candidate_of
 from nas.search.rungs import bucket_of, ranked_by_bucket
 from nas.search.samplers import make_pruner, make_sampler
@@ -35,7 +36,6 @@ from nas.space.inverse import Inexpressible, params_of
 from nas.space.space import SearchSpace, space_file
 
 OBJECTIVE_NAMES = {"accuracy": "validation accuracy", "params": "parameters", "flops": "FLOPs"}
-MNIST_SHAPE = (1, 28, 10)  # channels, size, classes of the data the references were designed for
 
 
 @dataclass(frozen=True)
@@ -230,11 +230,24 @@ def screened_trials(config: SearchConfig, opened: Opened) -> list[FrozenTrial]:
     return first.get_trials(deepcopy=False) if first is not None else []
 
 
+ESTIMATE_CANDIDATES = 3  # typical candidates timed for a new study's plan
+ESTIMATE_STEPS = 20  # training steps each: 3 steps read 1.5-3x the rate a whole epoch measures (issue 30)
+
+
+def typical_candidates(space: SearchSpace, shape: tuple[int, int, int], budget: int | None,
+                       n: int = ESTIMATE_CANDIDATES) -> list[Any]:
+    """The first ``n`` random candidates under ``budget`` (seed 0): what a screening rung mostly trains. Not
+    the references: the 20,000-parameter ones ran 3x slower than a typical candidate, and a plan made
+    from them said 13 candidates at ~104 s where the run then trained 120 at 27-42 s."""
+    return list(itertools.islice((c for c, params in random_candidates(space, shape)
+                                  if budget is None or params < budget), n))
+
+
 def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str,
-                   budget: int | None = None) -> Rates | None:
-    """Seconds a typical candidate takes: measured in the study when it has screened some, else
-    from a few timed steps of the references (of random candidates under ``budget``, on data of
-    another shape: one over the budget is never trained, so it would only slow the probe)."""
+                   budget: int | None = None, precision: str = "fp32") -> Rates | None:
+    """Seconds a typical candidate takes at the screening rung: measured in the study when it has
+    screened some, else timed on :func:`typical_candidates` in the rung's ``precision`` (one over the
+    budget is never trained, so it would only slow the probe)."""
     from nas.engine.trainer import time_steps
     from nas.search.plan import mean_rates
 
@@ -242,12 +255,25 @@ def estimate_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits
     measured = [r for r in measured if r is not None]
     if measured:
         return mean_rates(measured)
-    if data.info.shape == MNIST_SHAPE:
-        candidates = [space.reference(n) for n in list(space.references)[:3]]
-    else:
-        candidates = list(itertools.islice((c for c, params in random_candidates(space, data.info.shape)
-                                            if budget is None or params < budget), 3))
-    return mean_rates([Rates(*time_steps(c, data, device)) for c in candidates]) if candidates else None
+    candidates = typical_candidates(space, data.info.shape, budget)
+    return mean_rates([Rates(*time_steps(c, data, device, ESTIMATE_STEPS, precision=precision))
+                       for c in candidates]) if candidates else None
+
+
+def final_factor(space: SearchSpace, data: Splits, placement: Placement, budget: int | None) -> float:
+    """How much slower per image the full-fidelity rung trains than screening: 1 where both use one
+    precision, else timed on a typical candidate in each (fp32 finalists after bf16 screening: a plan
+    that priced them at bf16 rates said ~237 s each where the fresh one said ~355 s)."""
+    from nas.engine.trainer import time_steps
+
+    if placement.precision == placement.screening:
+        return 1.0
+    candidates = typical_candidates(space, data.info.shape, budget, 1)
+    if not candidates:
+        return 1.0
+    slow, fast = (time_steps(candidates[0], data, placement.device, ESTIMATE_STEPS, precision=p)[0]
+                  for p in (placement.precision, placement.screening))
+    return slow / fast
 
 
 PROBES_PER_BAND = 2  # random candidates timed per budget band before anything is screened
@@ -268,7 +294,7 @@ def random_candidates(space: SearchSpace, shape: tuple[int, int, int]) -> Iterat
 
 
 def band_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, device: str,
-               buckets: tuple[int, ...]) -> list[Rates] | None:
+               buckets: tuple[int, ...], precision: str = "fp32") -> list[Rates] | None:
     """A front search's typical rates per budget band: measured on the band's screened candidates
     where there are some, else from a few timed steps of random candidates of the space in the band."""
     if len(buckets) <= 1:
@@ -287,5 +313,5 @@ def band_rates(screened: list[FrozenTrial], space: SearchSpace, data: Splits, de
             break
         band = bucket_of(params, buckets)
         if params < buckets[-1] and len(bands[band]) < PROBES_PER_BAND:
-            bands[band].append(Rates(*time_steps(candidate, data, device)))
+            bands[band].append(Rates(*time_steps(candidate, data, device, ESTIMATE_STEPS, precision=precision)))
     return [mean_rates(b) for b in bands] if all(bands) else None

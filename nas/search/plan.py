@@ -87,23 +87,25 @@ def screening_fits(rungs: list[Rung], ranked: list[list[Rates]], val_images: int
                            [final[i] for i in filled] if final else None) < left
 
 
-def typical(rung: Rung, estimate: Rates, bands: list[Rates] | None = None) -> list[Rates]:
+def typical(rung: Rung, estimate: Rates, bands: list[Rates] | None = None, final_factor: float = 1.0) -> list[Rates]:
     """The rates of the candidates a later rung trains per round, when nothing is screened yet: an average
     candidate each, or for a front search each budget's own typical size (a 2,000-parameter net trains
-    faster than a 20,000-parameter one)."""
+    faster than a 20,000-parameter one). The estimates are screening's; the full-fidelity rung trains
+    ``final_factor`` times slower per image where its precision is another (fp32 after bf16)."""
+    factor = final_factor if rung.final else 1.0
     if bands and rung.buckets and len(bands) == len(rung.buckets):
-        return [band for band in bands for _ in range(rung.keep or 0)]
-    return [estimate] * rung.per_round
+        return [band.scaled(factor) for band in bands for _ in range(rung.keep or 0)]
+    return [estimate.scaled(factor)] * rung.per_round
 
 
 def later_seconds(rungs: list[Rung], estimate: Rates, val_images: int, jobs: int,
-                  bands: list[Rates] | None = None) -> float:
+                  bands: list[Rates] | None = None, final_factor: float = 1.0) -> float:
     """Time the rungs after screening take for typical candidates: what a timeout must leave them."""
-    return sum(rung_seconds(r, typical(r, estimate, bands), val_images, jobs) for r in rungs[1:])
+    return sum(rung_seconds(r, typical(r, estimate, bands, final_factor), val_images, jobs) for r in rungs[1:])
 
 
 def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int, timeout: float | None,
-              screening_share: float = 0.5, bands: list[Rates] | None = None) -> list[Rung]:
+              screening_share: float = 0.5, bands: list[Rates] | None = None, final_factor: float = 1.0) -> list[Rung]:
     """The rungs with their sizes cut, if need be, so the later rungs of an average candidate take
     at most ``1 - screening_share`` of the time: a short run keeps fewer finalists rather than
     screening nothing. Sizes shrink by whole finalists (the ratio between rungs stays). A timeout
@@ -119,7 +121,7 @@ def fit_rungs(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: 
     ratio = [(r.keep or 0) / finalists for r in rungs]
     for f in range(finalists, 0, -1):
         trial = [replace(r, keep=None if r.index == 0 else max(1, round(ratio[r.index] * f))) for r in rungs]
-        need = later_seconds(trial, estimate, val_images, jobs, bands)
+        need = later_seconds(trial, estimate, val_images, jobs, bands, final_factor)
         if need <= (1 - screening_share) * timeout:
             return trial
     if need >= timeout:
@@ -144,12 +146,12 @@ class TimeTooShort(SettingError):
 
 
 def plan_lines(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs: int, trials: int | None,
-               timeout: float | None, bands: list[Rates] | None = None) -> list[str]:
+               timeout: float | None, bands: list[Rates] | None = None, final_factor: float = 1.0) -> list[str]:
     """The plan shown at the start of a run: rungs, candidates per rung, estimated time."""
     lines = []
     reserve = 0.0
     for rung in rungs[1:]:
-        seconds = rung_seconds(rung, typical(rung, estimate, bands), val_images, jobs) if estimate else math.nan
+        seconds = rung_seconds(rung, typical(rung, estimate, bands, final_factor), val_images, jobs) if estimate else math.nan
         reserve += seconds
         lines.append((rung, rung.per_round, seconds))
     first = rungs[0]
@@ -166,7 +168,7 @@ def plan_lines(rungs: list[Rung], estimate: Rates | None, val_images: int, jobs:
     out = []
     for rung, n, seconds in [(first, n0, seconds0), *lines]:
         what = "the best" if rung.index else ("about" if trials is None else "up to")
-        chosen = typical(rung, estimate, bands) if estimate and rung.index else [estimate]
+        chosen = typical(rung, estimate, bands, final_factor) if estimate and rung.index else [estimate]
         each = f", ~{mean_rates(chosen).seconds(rung, val_images):,.0f} s each" if estimate and chosen else ""
         total = f", ~{seconds / 60:,.1f} min" if estimate and not math.isnan(seconds) else ""
         role = "full fidelity" if rung.final else ("screening" if rung.index == 0 else "promotion")

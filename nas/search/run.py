@@ -20,8 +20,8 @@ from nas.engine.data import Splits, data_files
 from nas.engine.device import Placement, place
 from nas.store.artifacts import check_run_paths
 from nas.search.context import Search
-from nas.search.opening import (Opened, attach, band_rates, create_or_finish, estimate_rates, known_networks, load_data,
-                                read_search, screened_trials)
+from nas.search.opening import (Opened, attach, band_rates, create_or_finish, estimate_rates, final_factor,
+                                known_networks, load_data, read_search, screened_trials)
 from nas.search.plan import Rates, fit_rungs
 from nas.search.processes import run_processes
 from nas.search.progress import QuietReporter, Reporter
@@ -120,8 +120,9 @@ class Estimate:
     """What a typical candidate costs before this run has screened any: overall, and per budget band."""
 
     placement: Placement  # where the candidates train, resolved once for the run
-    rates: Rates | None
+    rates: Rates | None  # at the screening rung
     bands: list[Rates] | None = None
+    final_factor: float = 1.0  # the full-fidelity rung's time per image over screening's (its precision)
 
 
 def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]:
@@ -141,12 +142,15 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
     if placement.device == "cpu":
         torch.set_num_threads(worker_threads(config.jobs, config.threads))
     screened = screened_trials(config, opened)
-    estimate = estimate_rates(screened, opened.space, data, placement.device, opened.settings.budget)
-    bands = band_rates(screened, opened.space, data, placement.device, opened.settings.buckets) if config.timeout else None
     rungs = opened.settings.make_rungs(opened.name, available=len(data.train_labels))
+    first = placement.precision_for(ranking_only=not rungs[0].final)
+    s = opened.settings
+    estimate = estimate_rates(screened, opened.space, data, placement.device, s.budget, first)
+    bands = band_rates(screened, opened.space, data, placement.device, s.buckets, first) if config.timeout else None
+    factor = final_factor(opened.space, data, placement, s.budget) if len(rungs) > 1 else 1.0
     rungs = fit_rungs(rungs, estimate, len(data.val_labels), config.jobs, config.timeout,
-                      bands=bands)  # and a time too short for one finalist
-    return opened, data, rungs, Estimate(placement, estimate, bands)
+                      bands=bands, final_factor=factor)  # and a time too short for one finalist
+    return opened, data, rungs, Estimate(placement, estimate, bands, factor)
 
 
 def work(config: SearchConfig, opened: Opened, search: Search, trials_before: int, reporter: Reporter, new: bool,
