@@ -73,6 +73,25 @@ def fitted_study(config: Any, epochs: int, images: int) -> str:
     return f"{read_search(config).name}-{epochs}ep-" + (f"{images // 1000}k" if images % 1000 == 0 else f"{images}img")
 
 
+def earlier_fits(config: Any) -> list[tuple[int, int]]:
+    """The fitted fidelities (epochs, images) the storage already holds a study of for this search,
+    the dearest first: a run of the same command resumes one rather than start another."""
+    import re
+
+    from nas.search.opening import read_search
+    from nas.store.storage import StorageError, make_storage
+    from nas.store.study import study_names
+
+    base = read_search(config).name
+    pattern = re.compile(rf"{re.escape(base)}-(\d+)ep-(\d+)(k|img)")
+    try:
+        names = study_names(make_storage(config.storage, mode="read"))
+    except StorageError:  # no database yet
+        return []
+    fits = [(int(m[1]), int(m[2]) * (1000 if m[3] == "k" else 1)) for m in map(pattern.fullmatch, names) if m]
+    return sorted(fits, key=lambda f: f[0] * f[1], reverse=True)
+
+
 def fitting_command(words: list[str], config: Any, epochs: int, images: int) -> str:
     """The command given (``words``) with its --study, --epochs and --subset, as one word or two, replaced."""
     flags = ("--epochs", "--subset", "--study")
@@ -92,8 +111,8 @@ def search_in_time(args: argparse.Namespace, words: list[str], config: Any, comm
     from nas.search.plan import TimeTooShort
     from nas.search.run import run_search
 
-    asked = config
-    for _ in range(3):  # the fitted run measures again, and may need a little less
+    asked, tried, earlier = config, set(), None
+    for _ in range(4):  # the fitted run measures again, and may need a little less
         try:
             return run_search(config, command=command, **hooks), config
         except TimeTooShort as e:
@@ -104,11 +123,16 @@ def search_in_time(args: argparse.Namespace, words: list[str], config: Any, comm
             fitted = None if chosen else fitting_fidelity(e)
             if fitted is None:
                 raise ValueError(too_short(args, words, asked, e)) from None
-            epochs, images = fitted
+            tried.add((e.epochs, e.images))
+            # An earlier run's fit is resumed where it is at most twice as dear as this measurement's:
+            # each run measures anew, and 3 then 2 epochs made two studies of one command.
+            earlier = earlier_fits(asked) if earlier is None else earlier
+            resumable = [f for f in earlier if f not in tried and f[0] * f[1] <= 2 * fitted[0] * fitted[1]]
+            epochs, images = resumable[0] if resumable else fitted
             name = fitted_study(asked, epochs, images)
             flag, value, _ = time_flag(args)
             print(f"--{flag} {value:g} cannot hold one candidate at the full fidelity ({e.need:,.0f} s measured): "
-                  f"searching at {epochs} epoch{'s' * (epochs > 1)} x {images:,} images instead, in study {name!r}",
-                  flush=True)
+                  f"searching at {epochs} epoch{'s' * (epochs > 1)} x {images:,} images instead, in study {name!r}"
+                  + (" (resumed)" if resumable else ""), flush=True)
             config = replace(asked, study=name, settings={**asked.settings, "epochs": epochs, "subset": images})
     raise ValueError(too_short(args, words, asked, refused))

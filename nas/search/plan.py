@@ -51,23 +51,26 @@ def mean_rates(rates: list[Rates]) -> Rates:
 
 
 def reserve_seconds(rungs: list[Rung], ranked: list[list[Rates]], val_images: int, jobs: int,
-                    final: list[list[Rates]] | None = None, band_estimates: list[Rates] | None = None) -> float:
+                    final: list[list[Rates]] | None = None, band_estimates: list[Rates] | None = None,
+                    more: int | None = None) -> float:
     """Time the rungs after rung 0 will take, if the best-ranked screened candidates of each budget's
     band (one band without budgets) go up. ``final``: their rates at the final rung's precision,
     where it is not screening's (fp32 finalists after bf16 screening); else the screening rates
     serve every rung. A band screened too little is filled with its ``band_estimates`` (the plan's, one
     per band), else with the mean of what is screened: a front search's first screened candidate is often
     a 20,000-parameter reference, and taking it for every band reserved 4x the plan and closed screening
-    after one candidate."""
+    after one candidate. ``more``: how many more each band may still screen; a rung promotes no more
+    than its band has (None: as many as it keeps)."""
     everyone = [r for band in ranked for r in band]
     total = 0.0
     for rung in rungs[1:]:
         chosen = []
         for i, band in enumerate(final if rung.final and final else ranked):
             picked = band[: rung.keep]
-            if len(picked) < (rung.keep or 0) and everyone:  # not screened enough yet: assume typical ones
+            size = (rung.keep or 0) if more is None else min(rung.keep or 0, len(band) + more)
+            if len(picked) < size and everyone:  # not screened enough yet: assume typical ones
                 fill = band or ([band_estimates[i]] if band_estimates and len(band_estimates) == len(ranked) else everyone)
-                picked = picked + [mean_rates(fill)] * (rung.keep - len(picked))
+                picked = picked + [mean_rates(fill)] * (size - len(picked))
             chosen += picked
         total += rung_seconds(rung, chosen, val_images, jobs)
     return total
@@ -75,16 +78,18 @@ def reserve_seconds(rungs: list[Rung], ranked: list[list[Rates]], val_images: in
 
 def screening_fits(rungs: list[Rung], ranked: list[list[Rates]], val_images: int, jobs: int, left: float,
                    final: list[list[Rates]] | None = None, band_estimates: list[Rates] | None = None) -> bool:
-    """Whether one more screened candidate still leaves ``left`` seconds for the later rungs. A budget
-    with no candidate screened yet would get no finalist, so it may spend the time reserved for it on
-    screening (the other budgets' reserve stays whole)."""
-    if reserve_seconds(rungs, ranked, val_images, jobs, final, band_estimates) < left:
+    """Whether one more screened candidate still leaves ``left`` seconds for the later rungs, as many
+    as would go up with it: a rung promotes no more than was screened, so a reserve for full rungs
+    closed a 4-minute run's screening after one candidate and left it 30 % of its time unspent. A
+    budget with no candidate screened yet would get no finalist, so it may spend the time reserved
+    for it on screening (the other budgets' reserve stays whole)."""
+    if reserve_seconds(rungs, ranked, val_images, jobs, final, band_estimates, more=1) < left:
         return True
     filled = [i for i, band in enumerate(ranked) if band]
     if len(filled) == len(ranked):
         return False
     return reserve_seconds(rungs, [ranked[i] for i in filled], val_images, jobs,
-                           [final[i] for i in filled] if final else None) < left
+                           [final[i] for i in filled] if final else None, more=1) < left
 
 
 def typical(rung: Rung, estimate: Rates, bands: list[Rates] | None = None, final_factor: float = 1.0) -> list[Rates]:

@@ -41,6 +41,10 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
         return None
 
 
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
 def sibling_study(study: optuna.Study, name: str) -> optuna.Study | None:
     """Another study of the same storage (a search's other rungs)."""
     return find_study(study._storage, name)

@@ -74,8 +74,24 @@ def test_a_front_reserve_fills_unscreened_budgets_with_their_own_estimates():
     assert screening_fits(rungs, screened, 10_000, 1, planned + 1, band_estimates=[small, big])
     assert screening_fits(rungs, screened, 10_000, 1, big_only + 1, band_estimates=[small, big])
     assert not screening_fits(rungs, screened, 10_000, 1, big_only - 1, band_estimates=[small, big])
-    both = [[small], [big]]  # every budget has a candidate: the whole reserve must fit
+    both = [[small], [big]]  # every budget has a candidate: the reserve for them and one more each must fit
     assert not screening_fits(rungs, both, 10_000, 1, big_only + 1, band_estimates=[small, big])
+
+
+def test_screening_goes_on_while_the_time_holds_what_would_go_up_with_one_more():
+    # a rung promotes no more than was screened: one screened candidate needs the later rungs for two, not
+    # for the four rung 1 keeps (that reserve closed a 4-minute run's screening after one candidate)
+    r0, r1, r2 = StudySettings(epochs=10, rungs=("1x1000", "2x5000"), promote=4, finalists=1,
+                               holdout=10_000).make_rungs("s")
+    rate = Rates(train_us=100.0, eval_us=10.0)
+    assert r1.keep == 4 and r2.keep == 1
+    full = reserve_seconds([r0, r1, r2], [[rate]], 10_000, 1)
+    assert full == pytest.approx(4 * rate.seconds(r1, 10_000) + rate.seconds(r2, 10_000))
+    two = 2 * rate.seconds(r1, 10_000) + rate.seconds(r2, 10_000)
+    assert reserve_seconds([r0, r1, r2], [[rate]], 10_000, 1, more=1) == pytest.approx(two)
+    assert screening_fits([r0, r1, r2], [[rate]], 10_000, 1, two + 1) and two + 1 < full
+    assert not screening_fits([r0, r1, r2], [[rate]], 10_000, 1, two - 1)
+    assert not screening_fits([r0, r1, r2], [[rate] * 4], 10_000, 1, full - 1)  # four screened: rung 1 is full
 
 
 def test_a_short_timeout_keeps_fewer_finalists_rather_than_screening_nothing():
@@ -192,3 +208,11 @@ def test_a_time_too_short_for_the_full_fidelity_searches_at_one_that_fits_in_a_s
     study = optuna.load_study(study_name=name, storage=storage)
     assert any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert [s.study_name for s in optuna.get_all_study_summaries(storage) if s.study_name == "mnist_20k"] == []
+    # the same command again resumes that study, whatever its own measurement would fit
+    again = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    line = next(line for line in again.stdout.splitlines() if "cannot hold one candidate" in line)
+    assert line.endswith(f"in study {name!r} (resumed)"), line
+    from nas.store.study import runs_of
+
+    assert len(runs_of(optuna.load_study(study_name=name, storage=storage))) == 2

@@ -281,7 +281,7 @@ def test_bad_input_is_one_line_and_exit_2(line, message, world, study_db, capsys
 
     import optuna
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
     full = world / "full"
     full.mkdir(exist_ok=True)
     (full / "keep.txt").write_text("precious")

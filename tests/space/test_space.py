@@ -135,7 +135,7 @@ def test_the_front_space_offers_the_shared_conv_and_reads_it_back():
     from nas.arch import load_spec_file
     from nas.space.inverse import Inexpressible, params_of
 
-    spec = load_spec_file(Path(__file__).resolve().parents[1] / "docs" / "reference" / "found-2k-shared3.json")
+    spec = load_spec_file(Path(__file__).resolve().parents[2] / "docs" / "reference" / "found-2k-shared3.json")
     assert params_of(SearchSpace.from_file(space_file("mnist_front")), spec)["shared"] == 3  # layer for layer
     with pytest.raises(Inexpressible):  # the default space has no shared conv (nor 18-channel convs)
         params_of(SearchSpace.from_file(space_file("mnist_20k")), spec)

@@ -131,7 +131,7 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu_and_exits_0():
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.strip().count("\n") == 0 and "no CUDA device is visible" in proc.stdout
