@@ -131,6 +131,8 @@ def gap() -> Layer:
 
 
 MNIST_SHAPE = (1, 28, 10)  # channels, image size, classes: MNIST's, what the specs and references are made for
+MNIST_TRAIN_IMAGES = 60_000
+DEFAULT_HOLDOUT = 10_000  # validation images held out of the training images: as many as MNIST's test set
 
 
 @dataclass(frozen=True)

@@ -122,10 +122,11 @@ def add_data_args(parser: argparse.ArgumentParser, subset: bool = True) -> None:
         parser.add_argument("--subset", type=int, metavar="N", help="train on the first N training images (stratified)")
 
 
-MAX_SEED = 2**31 - 1
 
 
 def check_seed(seed: int, name: str = "--seed") -> int:
+    from nas.search.settings import MAX_SEED
+
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"{name} must be at least 0 and at most {MAX_SEED:,}, got {seed}")
     return seed

@@ -183,7 +183,7 @@ def export_winner(study: Any, trial: Any, out: Path, storage: str, artifacts: st
 @entry_point("nas-export")
 def main(argv: list[str] | None = None) -> int:
     from nas.results.export import PARITY_IMAGES
-    from nas.search.settings import DEFAULT_STORAGE
+    from nas.store.urls import DEFAULT_STORAGE
 
     parser = Parser(prog="nas-export", description="Export a network as a folder that runs without "
                                      "this package: model.pt, model.pt2 (torch.export), model.onnx, spec.json, "

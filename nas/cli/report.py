@@ -37,7 +37,7 @@ def report_main(args: argparse.Namespace) -> int:
 @entry_point("nas-report")
 def main(argv: list[str] | None = None) -> int:
     from nas.results.query import TOP_TRIALS
-    from nas.search.settings import DEFAULT_STORAGE
+    from nas.store.urls import DEFAULT_STORAGE
 
     parser = Parser(prog="nas-report", description="Write one self-contained HTML page of a search "
                                      "(history, accuracy against size with the references, learning curves, "

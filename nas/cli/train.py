@@ -32,7 +32,7 @@ def pick_candidate(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             raise ValueError("--storage, --study and --budget go with --trial N (or --trial best)")
         return load_candidate(args), None, None
     from nas.results.query import find_trial, open_study, retrain_candidate
-    from nas.search.settings import DEFAULT_STORAGE
+    from nas.store.urls import DEFAULT_STORAGE
 
     study = open_study(args.storage or DEFAULT_STORAGE, args.study, mode="write")
     trial = find_trial(study, args.trial, args.budget)
@@ -48,8 +48,10 @@ def train_main(args: argparse.Namespace) -> int:
         raise ValueError("give --seed N or --seeds A,B,..., not both")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else [check_seed(args.seed or 0)]
     if args.threads is not None:
-        if not 1 <= args.threads <= 1024:
-            raise ValueError(f"--threads must be between 1 and 1024, got {args.threads}")
+        from nas.search.settings import MAX_THREADS
+
+        if not 1 <= args.threads <= MAX_THREADS:
+            raise ValueError(f"--threads must be between 1 and {MAX_THREADS:,}, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)

@@ -50,7 +50,6 @@ DESCRIPTION = "dataset.json"  # beside the files: what a data set of MNIST's sha
 DESCRIPTION_KEYS = ("name", "classes", "mean", "std", "md5")  # all it may say (docs/guide.md#other-data-sets)
 MAX_DESCRIPTION_BYTES = 100_000  # a few lines of JSON; a larger file is not a description
 MD5 = re.compile(r"[0-9a-fA-F]{32}")
-DEFAULT_HOLDOUT = 10_000  # as large as the test set: validation and test accuracy are equally noisy
 FIX = "copy the four official MNIST files there again, or point `data_dir` (or NAS_DATA_DIR) at a folder that has them"
 
 

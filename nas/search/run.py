@@ -90,6 +90,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     its command, start, wall time, why it stopped), so a result can always say how it was found.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    began = time.time()  # the time asked counts from here: loading the data and timing the plan are in it
     with storage_errors(config.storage):
         opened, data, rungs, estimate = prepare(config)
         placement = estimate.placement
@@ -112,7 +113,7 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
             retry_stale_trials(study, config.storage)
         if on_start is not None:
             on_start(search, new, estimate)
-        return work(config, opened, search, trials_before, reporter or QuietReporter(), new, command)
+        return work(config, opened, search, trials_before, reporter or QuietReporter(), new, command, began)
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,9 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
 
 
 def work(config: SearchConfig, opened: Opened, search: Search, trials_before: int, reporter: Reporter, new: bool,
-         command: str) -> SearchSummary:
+         command: str, began: float | None = None) -> SearchSummary:
     """Run the workers until the plan is done or a signal comes; record the run; sum it up."""
-    start = time.time()
+    start = began or time.time()  # the run's wall time, as it is recorded and as the deadline counts it
     deadline = start + config.timeout if config.timeout else None
     stopped, signum = "done", None
     main_thread = threading.current_thread() is threading.main_thread()

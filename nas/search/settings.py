@@ -19,22 +19,22 @@ from nas.errors import SettingError
 from nas.search.rungs import Rung, check_rungs, fitting_rungs, make_rungs
 from nas.arch import MAX_EPOCHS
 from nas.arch.budget import DEFAULT_BUDGET
+from nas.arch.checks import is_int
+from nas.arch.spec import DEFAULT_HOLDOUT, MNIST_TRAIN_IMAGES
+from nas.store.urls import DEFAULT_STORAGE
 
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize", "flops": "minimize"}
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
-DEFAULT_STORAGE = "sqlite:///studies/mnist.db"
 DEFAULT_TRIALS = 200  # screening candidates when a run gives neither trials nor a timeout
-MAX_IMAGES = 60_000
+MAX_IMAGES = MNIST_TRAIN_IMAGES
+MAX_SEED = 2**31 - 1  # seeds torch and Optuna both take
+MAX_THREADS = 1024
 HOLDOUT_SHARE = 6  # a new study holds out a sixth of a set smaller than MNIST (10,000 of 60,000)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    if not _is_int(value) or value < low or (high is not None and value > high):
+    if not is_int(value) or value < low or (high is not None and value > high):
         bound = f"between {low:,} and {high:,}" if high is not None else f"at least {low:,}"
         raise SettingError(name, f"must be an integer {bound}, got {value!r}")
 
@@ -51,7 +51,7 @@ class StudySettings:
     rungs: tuple[str, ...] = ("2x10000", "2")  # screening rungs before the last, EPOCHS[xIMAGES]: benchmarks/fidelity.py
     promote: int = 4  # each rung trains the best 1/promote of the rung below
     finalists: int = 3  # candidates trained at full fidelity per round (per budget of a front search)
-    holdout: int = 10_000  # validation images held out of the 60,000 training images
+    holdout: int = DEFAULT_HOLDOUT  # validation images held out of the 60,000 training images
     subset: int | None = None  # train on at most this many of the remaining images
     objectives: tuple[str, ...] = ("accuracy",)
     references: bool = True  # the study starts by training the known networks: references and presets
@@ -86,7 +86,7 @@ class StudySettings:
         b = self.budgets
         if not b:
             return
-        if not all(_is_int(v) and v >= 100 for v in b) or list(b) != sorted(set(b)) or len(b) > 10:
+        if not all(is_int(v) and v >= 100 for v in b) or list(b) != sorted(set(b)) or len(b) > 10:
             raise SettingError("budgets", "must be 1 to 10 increasing parameter counts of at least 100 (e.g. "
                                f"2000,4000,8000,20000), got {','.join(map(str, b))}")
         if self.budget != b[-1]:
@@ -179,8 +179,8 @@ class SearchConfig:
             raise SettingError("timeout", f"must be a number of seconds between 0 and 30 days, got {self.timeout!r}")
         _check_int("jobs", self.jobs, 1, 64)
         if self.threads is not None:
-            _check_int("threads", self.threads, 1, 1024)
-        _check_int("seed", self.seed, 0, 2**31 - 1)
+            _check_int("threads", self.threads, 1, MAX_THREADS)
+        _check_int("seed", self.seed, 0, MAX_SEED)
         if self.sampler not in SAMPLERS:
             raise SettingError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.pruner is not None and self.pruner not in PRUNERS:

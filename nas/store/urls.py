@@ -10,6 +10,9 @@ from typing import Any
 from nas.errors import SettingError
 
 
+DEFAULT_STORAGE = "sqlite:///studies/mnist.db"  # where a search keeps its studies unless told
+
+
 class StorageError(SettingError):
     """The storage URL cannot be opened; the message never shows a password."""
 
