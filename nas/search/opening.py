@@ -19,7 +19,7 @@ from nas.engine.data import Splits, load_dataset, make_splits
 from nas.engine.device import Placement, place
 from nas.errors import SettingError
 from nas.search.context import Search
-from nas.search.plan import Rates
+from nas.search.plan import Rates, precision_ratio
 from nas.arch.budget import check_budget
 from nas.arch.presets import load_preset, preset_file, preset_names
 from nas.arch.spec import MNIST_SHAPE
@@ -273,7 +273,7 @@ def final_factor(space: SearchSpace, data: Splits, placement: Placement, budget:
         return 1.0
     slow, fast = (time_steps(candidates[0], data, placement.device, ESTIMATE_STEPS, precision=p)[0]
                   for p in (placement.precision, placement.screening))
-    return slow / fast
+    return precision_ratio(slow, fast)
 
 
 PROBES_PER_BAND = 2  # random candidates timed per budget band before anything is screened

@@ -36,6 +36,18 @@ class Rates:
         return cls(record.train_us, record.eval_us)
 
 
+# The full-fidelity rung's time per image over screening's, where their precisions differ: measured
+# 1.1-1.5x (fp32 after native bf16); a probe on a busy machine read 0.2x and 10x, which closed a
+# 5-minute run's screening after two candidates, so a probe is held to this range.
+PRECISION_RATIO = (1.0, 3.0)
+
+
+def precision_ratio(slow: float, fast: float) -> float:
+    """The probed ratio of the final precision's time to screening's, within PRECISION_RATIO."""
+    low, high = PRECISION_RATIO
+    return min(high, max(low, slow / fast)) if fast > 0 else low
+
+
 def rung_seconds(rung: Rung, rates: list[Rates], val_images: int, jobs: int) -> float:
     """Wall time of training these candidates at ``rung`` with ``jobs`` workers in parallel."""
     if not rates:

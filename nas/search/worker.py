@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.engine.trainer import time_steps
 from nas.search.context import Search
 from nas.store.dashboard import save_trial_note
-from nas.search.plan import Rates, screening_fits
+from nas.search.plan import Rates, precision_ratio, screening_fits
 from nas.search.progress import QuietReporter, Reporter
 from nas.store.record import TrialRecord, candidate_of, key_of, update_record
 from nas.search.rungs import Rung, promoted, ranked, ranked_by_bucket
@@ -76,7 +76,7 @@ class Worker:
             candidate = candidate_of(trial)
             slow = time_steps(candidate, s.data, s.device, PROBE_STEPS, precision=final)[0]
             fast = time_steps(candidate, s.data, s.device, PROBE_STEPS, precision=screening)[0]
-            self._final_ratio[key] = slow / fast
+            self._final_ratio[key] = precision_ratio(slow, fast)
         return self._final_ratio[key]
 
     def run(self, deadline: float | None, trials: int | None) -> str:

@@ -128,6 +128,15 @@ def test_the_full_fidelity_rung_is_priced_at_its_own_precision():
     assert fit_rungs(rungs, rate, 10_000, 1, time, final_factor=1.5)[2].keep == 1  # not at their own
 
 
+def test_a_probed_precision_ratio_is_held_to_what_the_formats_can_differ_by():
+    from nas.search.plan import PRECISION_RATIO, precision_ratio
+
+    assert precision_ratio(450.0, 300.0) == 1.5  # fp32 after native bf16, as measured
+    assert precision_ratio(60.0, 300.0) == PRECISION_RATIO[0]  # a busy machine's 0.2x: never cheaper than screening
+    assert precision_ratio(3000.0, 300.0) == PRECISION_RATIO[1]  # nor 10x
+    assert precision_ratio(1.0, 0.0) == PRECISION_RATIO[0]
+
+
 def test_a_new_studys_plan_times_typical_candidates_in_the_screening_precision(tmp_path, monkeypatch):
     from conftest import write_mnist
 
