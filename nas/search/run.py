@@ -92,13 +92,13 @@ def run_search(config: SearchConfig, reporter: Reporter | None = None,
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     began = time.time()  # the time asked counts from here: loading the data and timing the plan are in it
     with storage_errors(config.storage):
-        opened, data, rungs, estimate = prepare(config)
+        opened, data, rungs, estimate = prepare(config, began)
         placement = estimate.placement
         storage = make_storage(config.storage)
         known = known_networks(config, opened, storage, data.info.shape)
         new = create_or_finish(config, opened, storage, data.info.shape, known)
         if not new and not opened.exists:  # another run made the study meanwhile: its settings rule
-            opened, data, rungs, estimate = prepare(config)
+            opened, data, rungs, estimate = prepare(config, began)
         run_id = uuid.uuid4().hex[:12]
         trials_before = len(find_study(storage, rungs[0].study_name).get_trials(deepcopy=False))
         search = attach(config, opened, run_id, 0, trials_before, storage, data, placement)
@@ -126,8 +126,9 @@ class Estimate:
     final_factor: float = 1.0  # the full-fidelity rung's time per image over screening's (its precision)
 
 
-def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]:
-    """Read the search, check what the run needs and plan its rungs, writing nothing."""
+def prepare(config: SearchConfig, began: float | None = None) -> tuple[Opened, Splits, list[Rung], Estimate]:
+    """Read the search, check what the run needs and plan its rungs, writing nothing. The rungs fit
+    the time left of ``config.timeout`` counted from ``began``: loading the data and the probes spend it."""
     opened = read_search(config)
     config.pruner_for(opened.settings)  # a pruner the rungs cannot take fails before anything is written
     placement = place(config.device, config.precision)  # and so does a wrong device or precision
@@ -149,7 +150,8 @@ def prepare(config: SearchConfig) -> tuple[Opened, Splits, list[Rung], Estimate]
     estimate = estimate_rates(screened, opened.space, data, placement.device, s.budget, first)
     bands = band_rates(screened, opened.space, data, placement.device, s.buckets, first) if config.timeout else None
     factor = final_factor(opened.space, data, placement, s.budget) if len(rungs) > 1 else 1.0
-    rungs = fit_rungs(rungs, estimate, len(data.val_labels), config.jobs, config.timeout,
+    left = config.timeout - (time.time() - began) if config.timeout and began else config.timeout
+    rungs = fit_rungs(rungs, estimate, len(data.val_labels), config.jobs, left,
                       bands=bands, final_factor=factor)  # and a time too short for one finalist
     return opened, data, rungs, Estimate(placement, estimate, bands, factor)
 

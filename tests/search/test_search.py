@@ -83,11 +83,13 @@ def test_rungs_screen_cheaply_and_train_only_the_best_at_full_fidelity(config):
 
 
 def test_a_timeout_run_plans_the_rungs_and_ends_with_a_full_fidelity_winner(config):
-    cfg = replace(config, settings=TWO_RUNGS, trials=None, timeout=15)
+    # The time counts from the run's start: loading the data and the plan's probes (a second here, 20 s
+    # on a core another search keeps busy) are in it.
+    cfg = replace(config, settings=TWO_RUNGS, trials=None, timeout=40)
     summary = run_search(cfg)
     # How many it screens depends on the machine's speed; that it screens, promotes and ends on time does not.
     assert summary.stopped == "done" and best_trials(load(cfg)) and summary.rung_counts[0]["trained"] >= 1
-    assert summary.rung_counts[1]["trained"] >= 1 and summary.seconds < 15 * 1.5
+    assert summary.rung_counts[1]["trained"] >= 1 and summary.seconds < 40 * 1.2
 
 
 def test_over_budget_candidates_are_rejected_untrained_and_infeasible(config):
