@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--jobs", type=jobs_value, default=c["jobs"], help=f"worker processes sharing the study (default "
                    f"{c['jobs']}); auto: one per core on the CPU, on a GPU as many as its free memory holds (up to 4 "
                    "per GPU, on every GPU visible)")
-    r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core)")
+    r.add_argument("--threads", type=int, help="CPU threads for this run, shared by its workers (default: every core, or OMP_NUM_THREADS where set)")
     r.add_argument("--artifacts", metavar="DIR", help="folder for the trained trials' weights (default: beside "
                    "a SQLite file, e.g. studies/mnist.artifacts)")
     r.add_argument("--top", type=int, default=TOP_TRIALS, help=f"rows of the final table (default {TOP_TRIALS})")

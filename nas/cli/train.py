@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--holdout", type=int, default=0, metavar="N",
                         help="hold out N training images for validation (default 0: train on all 60,000)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: every core, or OMP_NUM_THREADS where set)")
     add_data_args(parser)
     parser.set_defaults(seed=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")

@@ -143,6 +143,13 @@ GPU_WORKER_GB = 1.5  # what one search worker holds on a GPU: its CUDA context, 
 MAX_WORKERS_PER_GPU = 4  # tiny networks leave a GPU idle between kernel launches; more workers fill it, to a point
 
 
+def default_threads() -> int:
+    """CPU threads a run takes when none are asked: ``OMP_NUM_THREADS`` where it is set (as torch itself
+    honours it: a test suite or a shared machine caps every process with it), else every core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else max(1, os.cpu_count() or 1)
+
+
 def auto_jobs(device: torch.device) -> int:
     """Worker processes for ``--jobs auto``: on GPUs, as many per GPU as its free memory holds (at most
     ``MAX_WORKERS_PER_GPU``), on every GPU visible; on the CPU, one per core (one thread each)."""

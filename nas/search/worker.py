@@ -8,7 +8,6 @@ or time last; else wait for the others. Each trial itself is :mod:`nas.search.tr
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.engine.device import default_threads
 from nas.engine.trainer import time_steps
 from nas.search.context import Search
 from nas.store.dashboard import save_trial_note
@@ -269,8 +269,8 @@ def current_bracket(search: Search) -> int:
 
 
 def worker_threads(jobs: int, threads: int | None = None) -> int:
-    """Threads per worker: the run's threads (default: every core) shared, so workers never
+    """Threads per worker: the run's threads (default: ``default_threads()``) shared, so workers never
     oversubscribe the cores (two 2-thread jobs on 2 cores ran 9x slower here)."""
-    return max(1, (threads or os.cpu_count() or 1) // jobs)
+    return max(1, (threads or default_threads()) // jobs)
 
 

@@ -164,3 +164,11 @@ def test_a_placement_resolves_the_device_and_both_precisions_once(monkeypatch):
     assert place("cpu", "bf16") == Placement("cpu", "bf16", "bf16")  # asked for: every rung
     with pytest.raises(SettingError, match="fp16"):
         place("cpu", "fp16")
+
+
+@pytest.mark.parametrize("omp, expected", [("1", 1), ("3", 3), ("", None), ("0", None), ("two", None)])
+def test_a_run_without_threads_takes_omp_num_threads_where_set_else_every_core(monkeypatch, omp, expected):
+    import os
+
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert device_module.default_threads() == (expected or os.cpu_count())

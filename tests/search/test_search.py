@@ -92,6 +92,15 @@ def test_a_timeout_run_plans_the_rungs_and_ends_with_a_full_fidelity_winner(conf
     assert summary.rung_counts[1]["trained"] >= 1 and summary.seconds < 40 * 1.2
 
 
+def test_a_run_without_threads_keeps_the_processs_omp_num_threads(config):
+    # The suite sets OMP_NUM_THREADS=1 (conftest): a search that took every core instead ran two xdist
+    # workers at 2 threads each on 2 cores, and a 40 s timed run overran by 21 % in CI.
+    import torch
+
+    run_search(replace(config, trials=1))
+    assert torch.get_num_threads() == 1
+
+
 def test_over_budget_candidates_are_rejected_untrained_and_infeasible(config):
     summary = run_search(replace(config, settings={**ONE_RUNG, "budget": 15_000}, trials=2))
     rejected = [(t, r) for t, r in records(load(config)) if r.outcome == "rejected"]
