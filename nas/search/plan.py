@@ -38,8 +38,10 @@ class Rates:
 
 # The full-fidelity rung's time per image over screening's, where their precisions differ: measured
 # 1.1-1.5x (fp32 after native bf16); a probe on a busy machine read 0.2x and 10x, which closed a
-# 5-minute run's screening after two candidates, so a probe is held to this range.
-PRECISION_RATIO = (1.0, 3.0)
+# 5-minute run's screening after two candidates, so a probe is held to this range: never cheaper than
+# screening, and at most 2x, since native bf16 does at most twice fp32's multiply-adds per cycle
+# (AVX-512 BF16, tensor cores against TF32).
+PRECISION_RATIO = (1.0, 2.0)
 
 
 def precision_ratio(slow: float, fast: float) -> float:

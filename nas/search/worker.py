@@ -20,7 +20,7 @@ from nas.engine.device import default_threads
 from nas.engine.trainer import time_steps
 from nas.search.context import Search
 from nas.store.dashboard import save_trial_note
-from nas.search.plan import Rates, precision_ratio, screening_fits
+from nas.search.plan import Rates, precision_ratio, reserve_seconds, screening_fits
 from nas.search.progress import QuietReporter, Reporter
 from nas.store.record import TrialRecord, candidate_of, key_of, update_record
 from nas.search.rungs import Rung, promoted, ranked, ranked_by_bucket
@@ -51,6 +51,7 @@ class Worker:
     untrained: int = 0  # screening proposals in a row that trained nothing (rejected, duplicates)
     _final_ratio: dict[str | None, float] = field(default_factory=dict)  # candidate key -> final/screening time ratio
     _snapshot_at: float = field(default_factory=time.time)
+    _closed_said: bool = False  # the line that says why this run's screening closed on time
 
     def __post_init__(self) -> None:
         self.runner = TrialRunner(self.search, self.reporter, watch=self.retry_stale)
@@ -159,6 +160,9 @@ class Worker:
                     default=0)
         if stage == 0:
             why = self.screening_closed(deadline, trials, mine[0])
+            if why == "timeout" and not self._closed_said and deadline is not None:
+                self._closed_said = True
+                self.say_screening_closed(deadline, mine[0])
             if why is None:
                 return "train", s.rungs[0]  # queued ones (references, retries) first: study.ask() pops them
             if len(s.rungs) == 1:
@@ -214,6 +218,23 @@ class Worker:
         left = deadline - now - next_one
         return None if screening_fits(s.rungs, bands, val, jobs, left, self.final_rates(top),
                                      s.band_estimates) else "timeout"
+
+    def say_screening_closed(self, deadline: float, screened: list[FrozenTrial]) -> None:
+        """One line with what closed screening: the time the later rungs are reckoned to need against
+        the time left (a reckoning several times too high ended a 5-minute run at a third of it)."""
+        s = self.search
+        top = [[(t, r) for t, r in ((t, Rates.of(TrialRecord.of(t))) for t in band) if r is not None]
+               for band in ranked_by_bucket(screened, s.final.buckets)]
+        if len(s.rungs) == 1 or not any(top):
+            return
+        bands, val = [[r for _, r in band] for band in top], len(s.data.val_labels)
+        final = self.final_rates(top)
+        need = reserve_seconds(s.rungs, bands, val, s.config.jobs, final, s.band_estimates, more=0)
+        ratios = sorted({round(r, 2) for r in self._final_ratio.values()})
+        self.reporter.message(f"screening closed after {sum(map(len, bands))} candidates: the later rungs need "
+                              f"about {need:,.0f} s, {max(0.0, deadline - time.time()):,.0f} s are left"
+                              + (f" (final/screening time ratio {', '.join(f'{r:g}' for r in ratios)})"
+                                 if ratios else ""))
 
     def ask(self, rung: Rung) -> optuna.Trial | None:
         """Take the rung's next queued trial or (rung 0) a new sample; None if another worker took it."""
