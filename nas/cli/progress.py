@@ -39,16 +39,14 @@ class CliReporter:
     and the best validation accuracy so far at each rung."""
 
     def __init__(self, planned: dict[int, int | None]) -> None:
-        from tqdm import tqdm
-
         self.planned = planned
-        self.bar = tqdm(total=planned.get(0), unit="trial", disable=None, file=sys.stderr, leave=False,
-                        bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+        self.bar = None  # made at the first trial, after the header and the plan (not a stray "0/?" before them)
+        self.quiet = not sys.stderr.isatty()  # no terminal: no bar to watch
         self.rung = -1
         self.best: dict[int, float] = {}
         self.running: dict[int, str] = {}
         self._stop = threading.Event()
-        if self.bar.disable:  # no terminal: no bar to watch, so a status line now and then
+        if self.quiet:  # so a status line now and then
             self._started = time.time()
             threading.Thread(target=self._status_lines, daemon=True).start()
 
@@ -69,9 +67,17 @@ class CliReporter:
 
     def _switch(self, rung) -> None:
         if rung.index != self.rung:
+            from tqdm import tqdm
+
             self.rung = rung.index
-            self.bar.reset(total=self.planned.get(rung.index))
-            self.bar.set_description_str(f"rung {rung.index} ({rung.label})")
+            total = self.planned.get(rung.index)
+            if self.bar is not None:
+                self.bar.close()
+            # A rung that takes as many as the time holds has no total: its count alone, never "n/?".
+            counted = "{n_fmt}/{total_fmt}" if total else "{n_fmt} trained"
+            self.bar = tqdm(total=total, unit="trial", disable=self.quiet, file=sys.stderr, leave=False,
+                            desc=f"rung {rung.index} ({rung.label})",
+                            bar_format="{desc} " + counted + " [{elapsed}]{postfix}")
 
     def _postfix(self) -> None:
         best = " ".join(f"r{k} {v:.2%}" for k, v in sorted(self.best.items()))
@@ -94,7 +100,7 @@ class CliReporter:
         self._switch(rung)
         self.running.pop(t.number, None)
         r = TrialRecord.of(t)
-        self.bar.write(trial_line(rung, t))
+        self.message(trial_line(rung, t))
         sys.stdout.flush()
         if r.trained or r.outcome == "duplicate":
             self.bar.update(1)
@@ -103,9 +109,12 @@ class CliReporter:
         self._postfix()
 
     def message(self, text: str) -> None:
-        self.bar.write(text)
+        from tqdm import tqdm
+
+        tqdm.write(text)  # above the bar, where there is one
         sys.stdout.flush()
 
     def close(self) -> None:
         self._stop.set()
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
