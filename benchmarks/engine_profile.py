@@ -19,7 +19,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from nas.arch.builder import build_model
 from nas.arch.presets import load_preset
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.engine.optim import make_optimizer
 from nas.engine.trainer import train_epoch
 

@@ -30,7 +30,8 @@ import pandas as pd
 from nas.arch.budget import DEFAULT_BUDGET
 from nas.arch.builder import count_flops, count_params
 from nas.arch.spec import DEFAULT_HOLDOUT
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.engine.trainer import train
 from nas.space.space import SearchSpace
 from nas.arch.candidate import Candidate

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.engine.trainer import train
 from nas.arch.presets import load_preset
 from rows import append_row  # benchmarks/rows.py

@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 
 from nas.arch import load_spec_file
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.engine.trainer import train
 from nas.results.export import cpu_name
 from rows import append_row  # benchmarks/rows.py

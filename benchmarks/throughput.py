@@ -22,7 +22,8 @@ import optuna
 import torch
 
 from nas.arch.budget import check_budget
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.engine.optim import make_optimizer
 from nas.engine.trainer import accuracy, train_epoch
 from nas.arch.builder import build_model

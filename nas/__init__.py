@@ -20,7 +20,7 @@ _HOMES = {
     "ArchSpec": "nas.arch", "Layer": "nas.arch", "Recipe": "nas.arch", "Candidate": "nas.arch",
     "load_spec_file": "nas.arch", "load_preset": "nas.arch.presets", "preset_names": "nas.arch.presets",
     "build_model": "nas.arch.builder", "count_params": "nas.arch.builder", "count_flops": "nas.arch.builder",
-    "load_dataset": "nas.engine.data", "make_splits": "nas.engine.data", "train": "nas.engine.trainer",
+    "load_dataset": "nas.engine.data", "make_splits": "nas.engine.splits", "train": "nas.engine.trainer",
     "SearchConfig": "nas.search.settings", "run_search": "nas.search.run", "SearchSpace": "nas.space.space",
     "open_study": "nas.results.query", "best_under": "nas.results.query",
     "retrain_candidate": "nas.results.query", "trials_table": "nas.results.query", "load_model": "nas.results.export",

@@ -17,7 +17,8 @@ def bench_main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nas.engine.bench import run_bench
-    from nas.engine.data import load_dataset, make_splits
+    from nas.engine.data import load_dataset
+    from nas.engine.splits import make_splits
     from nas.engine.device import place
 
     candidate = load_candidate(args)

@@ -118,7 +118,8 @@ def check_export_paths(args: argparse.Namespace, out: Path) -> None:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    from nas.engine.data import load_dataset, make_splits
+    from nas.engine.data import load_dataset
+    from nas.engine.splits import make_splits
     from nas.results.export import LATENCY_RUNS, PARITY_IMAGES, check_destination, export_folder
     from nas.store.record import TrialRecord
     from nas.store.urls import redact

@@ -188,7 +188,8 @@ def take_away(args: argparse.Namespace, config: Any, summary: Any) -> None:
         print(f"\nreport: {args.report} ({figures} figures, opens offline)")
     if args.export:
         from nas.cli.export import export_winner
-        from nas.engine.data import load_dataset, make_splits
+        from nas.engine.data import load_dataset
+        from nas.engine.splits import make_splits
 
         data = make_splits(load_dataset(config.data_dir, verify=config.verify_data))
         for folder, trial in export_folders(args, summary):

@@ -40,7 +40,8 @@ def pick_candidate(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def train_main(args: argparse.Namespace) -> int:
-    from nas.engine.data import load_dataset, make_splits
+    from nas.engine.data import load_dataset
+    from nas.engine.splits import make_splits
     from nas.engine.device import place
     from nas.arch.builder import count_flops, count_params
 

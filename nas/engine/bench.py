@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nas.engine.data import OFFICIAL_FILES, DataInfo, Splits, find_file
+from nas.engine.data import OFFICIAL_FILES, DataInfo, find_file
+from nas.engine.splits import Splits
 from nas.engine.device import prepare_device, resolve_precision
 from nas.engine.optim import make_optimizer
 from nas.engine.trainer import train_epoch

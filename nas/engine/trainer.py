@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.engine.augment import normalize, random_affine, to_unit
-from nas.engine.data import DataInfo, Splits
+from nas.engine.data import DataInfo
+from nas.engine.splits import Splits
 from nas.engine.device import eval_batch, prepare_device, resolve_precision
 from nas.engine.optim import init_weights, make_optimizer, make_scheduler
 from nas.arch import ArchSpec, Recipe

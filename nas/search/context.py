@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import optuna
 import torch
 
-from nas.engine.data import Splits, stratified_first
+from nas.engine.splits import Splits, stratified_first
 from nas.engine.device import Placement
 from nas.search.plan import Rates
 from nas.search.rungs import Rung

@@ -15,7 +15,8 @@ from typing import Any, Iterator
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas.engine.data import Splits, load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import Splits, make_splits
 from nas.engine.device import Placement, place
 from nas.errors import SettingError
 from nas.search.context import Search

@@ -16,7 +16,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.engine.data import Splits, data_files
+from nas.engine.data import data_files
+from nas.engine.splits import Splits
 from nas.engine.device import Placement, place
 from nas.store.artifacts import check_run_paths
 from nas.search.context import Search

@@ -1,7 +1,8 @@
 import torch
 
 from nas.engine.bench import BenchResult, run_bench, torchvision_root
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.arch.spec import ArchSpec, bn, conv, gap, maxpool, relu
 from nas.arch.recipe import Recipe
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nas.engine.data import (CHANNEL_IMAGE_MAGIC, DataError, IMAGE_MAGIC, LABEL_MAGIC, load_dataset, make_splits,
-                             Dataset, read_idx)
+from nas.engine.data import CHANNEL_IMAGE_MAGIC, DataError, IMAGE_MAGIC, LABEL_MAGIC, load_dataset, Dataset, read_idx
+from nas.engine.splits import make_splits
 
 from conftest import idx_bytes, synthetic_digits, write_mnist
 

@@ -108,7 +108,7 @@ def test_a_gpu_trains_in_fp16_and_bf16_and_scores_like_the_cpu():
     from conftest import synthetic_digits
 
     from nas.arch.presets import load_preset
-    from nas.engine.data import Splits
+    from nas.engine.splits import Splits
     from nas.engine.trainer import accuracy, train
 
     images, labels = synthetic_digits(2000, 1)

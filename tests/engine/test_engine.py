@@ -4,7 +4,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.engine.augment import random_affine
 from nas.engine.device import resolve_device
 from nas.engine.optim import init_weights, make_scheduler

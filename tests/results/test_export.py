@@ -12,7 +12,8 @@ import torch
 from nas.results import export as export_module
 from nas.arch.builder import build_model
 from nas.errors import SettingError
-from nas.engine.data import load_dataset, make_splits
+from nas.engine.data import load_dataset
+from nas.engine.splits import make_splits
 from nas.engine.trainer import accuracy, train
 from nas.results.export import check_destination, export_folder, ExportError, FILES, load_model, MARK
 from nas.system import atomic_write

@@ -140,7 +140,8 @@ def test_a_probed_precision_ratio_is_held_to_what_the_formats_can_differ_by():
 def test_a_new_studys_plan_times_typical_candidates_in_the_screening_precision(tmp_path, monkeypatch):
     from conftest import write_mnist
 
-    from nas.engine.data import load_dataset, make_splits
+    from nas.engine.data import load_dataset
+    from nas.engine.splits import make_splits
     from nas.engine.device import Placement
     from nas.search import opening
     from nas.space.space import SearchSpace, space_file
