@@ -49,7 +49,7 @@ def test_every_preset_is_the_space_assignment_it_is_queued_as():
 
 def test_a_network_outside_the_space_is_said_with_its_reason():
     narrow = SearchSpace.from_file(space_file("mnist_20k"))  # channels 4-32 in steps of 4
-    with pytest.raises(Inexpressible, match="s2_c2_ch = 18"):
+    with pytest.raises(Inexpressible, match="s1_c1_ch = 6 is outside the space.s range 4-32 step 4"):
         params_of(narrow, load_preset("found-2k"))
 
 
