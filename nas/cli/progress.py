@@ -101,7 +101,6 @@ class CliReporter:
         self.running.pop(t.number, None)
         r = TrialRecord.of(t)
         self.message(trial_line(rung, t))
-        sys.stdout.flush()
         if r.trained or r.outcome == "duplicate":
             self.bar.update(1)
         if r.outcome == "complete" and r.val_acc is not None and r.val_acc > self.best.get(rung.index, -1):

@@ -160,7 +160,7 @@ class Worker:
                     default=0)
         if stage == 0:
             why = self.screening_closed(deadline, trials, mine[0])
-            if why == "timeout" and not self._closed_said and deadline is not None:
+            if why == "timeout" and not self._closed_said:  # "timeout" comes only with a deadline
                 self._closed_said = True
                 self.say_screening_closed(deadline, mine[0])
             if why is None:
@@ -203,8 +203,7 @@ class Worker:
         if deadline is None:
             return None
         now = time.time()
-        top = [[(t, r) for t, r in ((t, Rates.of(TrialRecord.of(t))) for t in band) if r is not None]
-               for band in ranked_by_bucket(screened, s.final.buckets)]
+        top = self.ranked_rates(screened)
         best = [r for band in top for _, r in band]
         if len(s.rungs) == 1:  # start no trial that would end after the deadline (as far as the others say)
             val = len(s.data.val_labels)
@@ -219,12 +218,16 @@ class Worker:
         return None if screening_fits(s.rungs, bands, val, jobs, left, self.final_rates(top),
                                      s.band_estimates) else "timeout"
 
+    def ranked_rates(self, screened: list[FrozenTrial]) -> list[list[tuple[FrozenTrial, Rates]]]:
+        """Each budget's band of screened trials with their measured rates, best first."""
+        return [[(t, r) for t, r in ((t, Rates.of(TrialRecord.of(t))) for t in band) if r is not None]
+                for band in ranked_by_bucket(screened, self.search.final.buckets)]
+
     def say_screening_closed(self, deadline: float, screened: list[FrozenTrial]) -> None:
         """One line with what closed screening: the time the later rungs are reckoned to need against
         the time left (a reckoning several times too high ended a 5-minute run at a third of it)."""
         s = self.search
-        top = [[(t, r) for t, r in ((t, Rates.of(TrialRecord.of(t))) for t in band) if r is not None]
-               for band in ranked_by_bucket(screened, s.final.buckets)]
+        top = self.ranked_rates(screened)
         if len(s.rungs) == 1 or not any(top):
             return
         bands, val = [[r for _, r in band] for band in top], len(s.data.val_labels)

@@ -1,5 +1,6 @@
 """The search end to end on real SQLite files, real Optuna studies and real (tiny) training runs."""
 
+import re
 import threading
 import time
 from dataclasses import replace
@@ -85,11 +86,23 @@ def test_rungs_screen_cheaply_and_train_only_the_best_at_full_fidelity(config):
 def test_a_timeout_run_plans_the_rungs_and_ends_with_a_full_fidelity_winner(config):
     # The time counts from the run's start: loading the data and the plan's probes (a second here, 20 s
     # on a core another search keeps busy) are in it.
+    from nas.search.progress import QuietReporter
+
+    class Said(QuietReporter):
+        lines: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.lines.append(text)
+
     cfg = replace(config, settings=TWO_RUNGS, trials=None, timeout=40)
-    summary = run_search(cfg)
+    summary = run_search(cfg, Said())
     # How many it screens depends on the machine's speed; that it screens, promotes and ends on time does not.
     assert summary.stopped == "done" and best_trials(load(cfg)) and summary.rung_counts[0]["trained"] >= 1
     assert summary.rung_counts[1]["trained"] >= 1 and summary.seconds < 40 * 1.2
+    closed = [line for line in Said.lines if line.startswith("screening closed")]  # why, said once
+    screened = summary.rung_counts[0]["trained"]
+    assert len(closed) == 1 and re.match(rf"screening closed after {screened} candidates: the later rungs need "
+                                             r"about [\d,]+ s, [\d,]+ s are left", closed[0]), closed
 
 
 def test_a_run_without_threads_keeps_the_processs_omp_num_threads(config):
